@@ -8,7 +8,7 @@ CMDS := gonbd gonbdinfo gonbd-creds
 
 build:
 	@mkdir -p $(BIN)
-	@for c in $(CMDS); do if [ -d cmd/$$c ]; then CGO_ENABLED=0 $(GO) build -o $(BIN)/$$c ./cmd/$$c; fi; done
+	@for c in $(CMDS); do if ls cmd/$$c/*.go >/dev/null 2>&1; then CGO_ENABLED=0 $(GO) build -o $(BIN)/$$c ./cmd/$$c; fi; done
 
 vet:
 	$(GO) vet ./...
