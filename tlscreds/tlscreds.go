@@ -37,3 +37,29 @@ type Server interface {
 type Client interface {
 	ClientHandshake(ctx context.Context, raw net.Conn, hostname string) (Conn, error)
 }
+
+// Endpoint is the role credentials are loaded for (QEMU's endpoint=
+// property).
+type Endpoint int
+
+const (
+	EndpointClient Endpoint = iota // QEMU's default
+	EndpointServer
+)
+
+func (e Endpoint) String() string {
+	if e == EndpointServer {
+		return "server"
+	}
+	return "client"
+}
+
+// Priority is what gonbd honours of a GnuTLS priority string (the
+// priority= property): protocol versions, cipher suites and groups, as IANA
+// code points. A zero field keeps the default.
+type Priority struct {
+	MinVersion   uint16   // crypto/tls.VersionTLS12, ...
+	MaxVersion   uint16   // crypto/tls.VersionTLS13, ...
+	CipherSuites []uint16 // IANA cipher suite values, in preference order
+	Groups       []uint16 // IANA named group values (x25519 = 29, ...)
+}
