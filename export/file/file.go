@@ -139,7 +139,7 @@ func Open(opts export.Options) (export.Backend, error) {
 		if c.cache.direct && isDirectUnsupported(err) {
 			return nil, fmt.Errorf("open %s: the file system does not support O_DIRECT: use --cache=writeback", c.path)
 		}
-		return nil, fmt.Errorf("open %s: %w", c.path, err)
+		return nil, err // *os.PathError names the operation and the path
 	}
 
 	b := &Backend{
