@@ -116,10 +116,11 @@ func TestSystemdSocketActivation(t *testing.T) {
 	require.NoError(t, err)
 	f, err := l.(*net.UnixListener).File()
 	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 
 	img := sparseImage(t, 1<<20)
-	// LISTEN_PID must be gonbd's own pid, which sh knows before exec.
+	// LISTEN_PID must be gonbd's pid: sh sets it to its own ($$), which exec keeps.
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin(t, "gonbd"), "-f", "raw", img)
 	cmd.ExtraFiles = []*os.File{f}
 	var stderr syncBuffer
