@@ -215,7 +215,7 @@ func (r *Registry) TLSCreds(id, endpoint string) (TLSCreds, error) {
 	}
 	creds, ok := obj.(TLSCreds)
 	if !ok {
-		return nil, fmt.Errorf("object %s is a %s, not TLS credentials: pass the id of a tls-creds-x509 or tls-creds-psk object", id, obj.QOMType())
+		return nil, fmt.Errorf("object %s has type %s, not TLS credentials: pass the id of a tls-creds-x509 or tls-creds-psk object", id, obj.QOMType())
 	}
 	if creds.tlsCredsEndpoint() != endpoint {
 		return nil, fmt.Errorf("TLS credentials %s have endpoint=%s, but this use needs endpoint=%s: set endpoint=%s in --object %s,id=%s",
@@ -233,7 +233,7 @@ func (r *Registry) Authz(id string) (Authorizer, error) {
 	}
 	authz, ok := obj.(Authorizer)
 	if !ok {
-		return nil, fmt.Errorf("object %s is a %s, not an authorization object: pass the id of an authz-simple, authz-list or authz-list-file object", id, obj.QOMType())
+		return nil, fmt.Errorf("object %s has type %s, not an authorization object: pass the id of an authz-simple, authz-list or authz-list-file object", id, obj.QOMType())
 	}
 	return authz, nil
 }
@@ -255,7 +255,7 @@ func (r *Registry) secretFor(id string) ([]byte, error) {
 	}
 	secret, ok := obj.(*Secret)
 	if !ok {
-		return nil, fmt.Errorf("object %s is a %s, not a secret", id, obj.QOMType())
+		return nil, fmt.Errorf("object %s has type %s, not a secret", id, obj.QOMType())
 	}
 	return secret.data, nil
 }
