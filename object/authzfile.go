@@ -108,7 +108,7 @@ func fileError(c *creation, path string, err error) error {
 // properties of authz-list (policy, rules) and nothing else.
 func loadAuthzList(id, path string) (*AuthzList, error) {
 	c := &creation{id: id, typ: TypeAuthzListFile}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fileError(c, path, err)
 	}

@@ -227,7 +227,7 @@ func createTLSCredsPSK(c *creation) (Object, error) {
 // checkPSKUsername checks that the PSK file has a line for username, as
 // QEMU's client does when it loads the key. It reads no key material.
 func checkPSKUsername(path, username string) error {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}

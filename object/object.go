@@ -7,6 +7,9 @@ package object
 
 import (
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"strings"
 )
 
@@ -76,7 +79,9 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	b.WriteString(e.Msg)
-	return b.String()
+	// Values and paths from the command line may contain line breaks,
+	// and the message must stay one line.
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(b.String())
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -84,4 +89,27 @@ func (e *Error) Unwrap() error { return e.Err }
 // errorf returns an *Error about the object c builds.
 func (c *creation) errorf(property, format string, args ...any) *Error {
 	return &Error{ID: c.id, Type: c.typ, Property: property, Msg: fmt.Sprintf(format, args...)}
+}
+
+// maxFileSize bounds the files objects read (secrets, keys.psk, authz
+// lists), so that a path such as /dev/zero fails instead of exhausting
+// memory. Real files of these kinds are a few kilobytes.
+const maxFileSize = 16 << 20
+
+// readFile reads a whole file of at most maxFileSize bytes.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	if len(data) > maxFileSize {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("file is larger than %d MiB", maxFileSize>>20)}
+	}
+	return data, nil
 }

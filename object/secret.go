@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 )
 
 // Values of a secret's format property.
@@ -69,7 +68,7 @@ func createSecret(c *creation) (Object, error) {
 		return nil, c.errorf("", "data and file are mutually exclusive: keep one of them")
 	case hasFile:
 		source = "file"
-		if input, err = os.ReadFile(file); err != nil {
+		if input, err = readFile(file); err != nil {
 			reason := err
 			var pathErr *fs.PathError
 			if errors.As(err, &pathErr) {
