@@ -24,7 +24,7 @@ type AuthzListFile struct {
 
 	mu      sync.Mutex
 	list    *AuthzList  // nil after a failed reload
-	loadErr error       // why list is nil
+	loadErr error       // error of the last load, set while list is nil
 	info    fs.FileInfo // the file as last read, to detect changes
 }
 

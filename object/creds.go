@@ -157,8 +157,8 @@ func createTLSCredsX509(c *creation) (Object, error) {
 		return nil, err
 	}
 
-	// A server needs its certificate and key; a client's are optional
-	// and only used when both files exist (QEMU's crypto/tlscredsx509.c).
+	// A server needs its certificate and key. A client's are optional,
+	// used only when both files exist (QEMU's crypto/tlscredsx509.c).
 	required := []string{fileCACert}
 	certFile, keyFile := fileClientCert, fileClientKey
 	fix := "a client needs ca-cert.pem in dir"

@@ -7,11 +7,11 @@ import (
 	"strings"
 )
 
-// PrintHelp prints help if spec asks for it and reports whether it did:
+// PrintHelp prints help if spec requests it and reports whether it did:
 // "help" (or "?") lists the object types, and "TYPE,help" lists TYPE's
 // properties, in the layout of qemu-nbd's --object help. A help request
 // for an unknown type lists the types, as QEMU does. The JSON form never
-// asks for help.
+// requests help.
 func PrintHelp(w io.Writer, spec string) (handled bool) {
 	if strings.HasPrefix(spec, "{") {
 		return false
@@ -39,7 +39,7 @@ func printTypes(w io.Writer) {
 	}
 }
 
-// helpColumn is where QEMU starts a property's description.
+// helpColumn is the column of a property's description in QEMU's help.
 const helpColumn = 24
 
 func printTypeHelp(w io.Writer, t *objectType) {

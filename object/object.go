@@ -2,7 +2,7 @@
 // "TYPE,id=ID,key=value" form and the JSON form) into typed objects and
 // keeps them in a Registry by id, so that --tls-creds, --tls-authz and
 // passwordid= can refer to them. It reads credential file names but no
-// certificates or keys, and it knows nothing about sockets.
+// certificates or keys, and it uses no sockets.
 package object
 
 import (
@@ -53,8 +53,8 @@ type Authorizer interface {
 }
 
 // Error is an --object mistake. Its message is one line that names the
-// object, the property and the bad value (never a secret's value) and says
-// what to do.
+// object, the property and the bad value (never a secret's value) and
+// gives the fix.
 type Error struct {
 	ID       string // object id, "" when the argument has none yet
 	Type     string // QOM type, "" when unknown

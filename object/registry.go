@@ -7,7 +7,7 @@ import (
 
 var authzListType = &objectType{name: TypeAuthzList, props: authzListProperties, create: createAuthzList}
 
-// types lists the object types gonbd creates, in help order.
+// types lists the object types gonbd creates, sorted by name.
 var types = []*objectType{
 	authzListType,
 	{name: TypeAuthzListFile, props: authzListFileProperties, create: createAuthzListFile},
@@ -24,8 +24,9 @@ var types = []*objectType{
 		create: createTLSCredsX509},
 }
 
-// typeAliases maps other spellings to a type name. QEMU's QAPI schema
-// spells authz-list-file as "authz-listfile" (qapi/qom.json).
+// typeAliases maps other spellings to a type name. QEMU's ObjectType enum
+// (qapi/qom.json) spells authz-list-file as "authz-listfile", while its
+// QOM type and help use "authz-list-file". qemu-nbd 7.2 rejects both.
 var typeAliases = map[string]string{"authz-listfile": TypeAuthzListFile}
 
 // qemuOnlyTypes are types qemu-nbd 7.2 lists in --object help that gonbd
@@ -69,7 +70,7 @@ func NewRegistry() *Registry {
 }
 
 // ParseAll creates the objects of specs, in order, in a new registry.
-// Help requests are errors here; call PrintHelp first to handle them.
+// Help requests are errors here, so call PrintHelp first.
 func ParseAll(specs []string) (*Registry, error) {
 	r := NewRegistry()
 	for _, spec := range specs {

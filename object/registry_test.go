@@ -99,7 +99,7 @@ func TestAddTLSCredsAnon(t *testing.T) {
 }
 
 // TestAddErrors checks that every mistake is one line that names the
-// object, the property and the value, and says what to do.
+// object, the property and the value, and gives the fix.
 func TestAddErrors(t *testing.T) {
 	server := credsDir(t, nil, fileCACert, fileServerCert, fileServerKey)
 	caOnly := credsDir(t, nil, fileCACert)
