@@ -58,7 +58,9 @@ func typeNames() []string {
 	return names
 }
 
-// Registry holds the objects created by --object, by id.
+// Registry holds the objects created by --object, by id. Add is not safe
+// for concurrent use, but lookups and the objects they return are once
+// adding is done.
 type Registry struct {
 	objects map[string]Object
 	order   []string
