@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"unicode/utf8"
 )
 
 // Credential file names inside a tls-creds object's dir, as QEMU names them.
@@ -177,8 +178,12 @@ func createTLSCredsX509(c *creation) (Object, error) {
 	// passwordid on a client without a certificate is not checked.
 	hasKey := fileExists(filepath.Join(t.dir, certFile)) && fileExists(filepath.Join(t.dir, keyFile))
 	if creds.PasswordID != "" && hasKey {
-		if _, err := c.registry.secretFor(creds.PasswordID); err != nil {
+		password, err := c.registry.secretFor(creds.PasswordID)
+		if err != nil {
 			return nil, &Error{ID: c.id, Type: c.typ, Property: "passwordid", Msg: err.Error()}
+		}
+		if !utf8.Valid(password) {
+			return nil, c.errorf("passwordid", "secret %s is not valid UTF-8: a key password must be text", creds.PasswordID)
 		}
 	}
 	return creds, nil
