@@ -152,16 +152,31 @@ func parsePrivateKeyBlock(block *pem.Block, password []byte) (crypto.Signer, err
 		}
 		return key, nil
 	case "ENCRYPTED PRIVATE KEY":
+		return parseEncryptedPKCS8(der, password)
+	}
+	return parsePKCS8(der)
+}
+
+// parseEncryptedPKCS8 decrypts and parses an encrypted PKCS#8 key.
+// Without a password it tries the empty password, because GnuTLS (and so
+// QEMU without passwordid=) loads keys that "certtool --empty-password"
+// or "--null-password" wrote.
+func parseEncryptedPKCS8(der, password []byte) (crypto.Signer, error) {
+	plain, err := decryptPKCS8(der, password)
+	if len(password) == 0 && errors.Is(err, errWrongPassword) {
+		return nil, ErrKeyEncrypted
+	}
+	if err != nil {
+		return nil, err
+	}
+	key, err := parsePKCS8(plain)
+	if err != nil {
 		if len(password) == 0 {
 			return nil, ErrKeyEncrypted
 		}
-		plain, err := decryptPKCS8(der, password)
-		if err != nil {
-			return nil, err
-		}
-		der = plain
+		return nil, errWrongPassword
 	}
-	return parsePKCS8(der)
+	return key, nil
 }
 
 func parsePKCS8(der []byte) (crypto.Signer, error) {
