@@ -431,4 +431,3 @@ func TestLoadX509RejectsTLS13SuiteRemoval(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "priority removes TLS_CHACHA20_POLY1305_SHA256 from TLS 1.3, which crypto/tls cannot do: keep CHACHA20-POLY1305 or add -VERS-TLS1.3")
 }
-
