@@ -92,7 +92,7 @@ func startPeer(t testing.TB, name string, args ...string) *peerProcess {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		if t.Failed() {
-			t.Logf("%s stdout:\n%s\nstderr:\n%s", name, p.stdout.String(), p.stderr.String())
+			t.Logf("%s stdout (start):\n%s\nstderr:\n%s", name, head(p.stdout.String(), 1500), head(p.stderr.String(), 3000))
 		}
 	})
 	return p
@@ -137,9 +137,18 @@ func serveOnce(t testing.TB, psk *PSK, want, reply []byte) (port int, result cha
 }
 
 type serveResult struct {
-	info Info
-	got  []byte
-	err  error
+	info    Info
+	group   string
+	retried bool
+	got     []byte
+	err     error
+}
+
+// sessionDetails returns what Info does not carry: the group and whether
+// a HelloRetryRequest was needed.
+func sessionDetails(c Conn) (group string, retried bool) {
+	pc := c.(pskConn)
+	return pc.Group(), pc.HelloRetried()
 }
 
 func serveConn(l net.Listener, psk *PSK, want, reply []byte) serveResult {
@@ -155,15 +164,17 @@ func serveConn(l net.Listener, psk *PSK, want, reply []byte) serveResult {
 		return serveResult{err: err}
 	}
 	defer c.Close()
+	r := serveResult{info: c.TLSInfo(), got: make([]byte, len(want))}
+	r.group, r.retried = sessionDetails(c)
 	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return serveResult{info: c.TLSInfo(), got: got, err: fmt.Errorf("read: %w", err)}
+	if _, err := io.ReadFull(c, r.got); err != nil {
+		r.err = fmt.Errorf("read: %w", err)
+		return r
 	}
 	if _, err := c.Write(reply); err != nil {
-		return serveResult{info: c.TLSInfo(), got: got, err: fmt.Errorf("write: %w", err)}
+		r.err = fmt.Errorf("write: %w", err)
 	}
-	return serveResult{info: c.TLSInfo(), got: got}
+	return r
 }
 
 func loadTestPSK(t testing.TB, f pskFixture, endpoint Endpoint, pr Priority) *PSK {
@@ -189,15 +200,17 @@ var gnutlsClientCases = []struct {
 	priority string
 	server   Priority
 	suite    string
+	group    string
+	retried  bool
 }{
-	{"AES128GCM", gnutlsBasePriority + ":-CIPHER-ALL:+AES-128-GCM", Priority{}, "TLS_AES_128_GCM_SHA256"},
-	{"ChaCha20Poly1305", gnutlsBasePriority + ":-CIPHER-ALL:+CHACHA20-POLY1305", Priority{}, "TLS_CHACHA20_POLY1305_SHA256"},
-	{"X25519", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-X25519", Priority{}, ""},
-	{"Secp256r1", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-SECP256R1", Priority{}, ""},
-	{"Secp384r1", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-SECP384R1", Priority{}, ""},
-	{"HelloRetryRequest", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-X25519:+GROUP-SECP384R1",
-		Priority{Groups: []uint16{tls13.GroupSecp384r1}}, ""},
-	{"Default", "NORMAL:+ECDHE-PSK:+PSK", Priority{}, ""},
+	{"AES128GCM", gnutlsBasePriority + ":-CIPHER-ALL:+AES-128-GCM", Priority{}, "TLS_AES_128_GCM_SHA256", "x25519", false},
+	{"ChaCha20Poly1305", gnutlsBasePriority + ":-CIPHER-ALL:+CHACHA20-POLY1305", Priority{}, "TLS_CHACHA20_POLY1305_SHA256", "x25519", false},
+	{"X25519", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-X25519", Priority{}, "", "x25519", false},
+	{"Secp256r1", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-SECP256R1", Priority{}, "", "secp256r1", false},
+	{"Secp384r1", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-SECP384R1", Priority{}, "", "secp384r1", false},
+	{"HelloRetryRequest", gnutlsBasePriority + ":-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1",
+		Priority{Groups: []uint16{tls13.GroupSecp384r1}}, "", "secp384r1", true},
+	{"Default", "NORMAL:+ECDHE-PSK:+PSK", Priority{}, "", "x25519", false},
 }
 
 // TestPSKServerGnutlsCli connects gnutls-cli to a PSK server once per
@@ -229,8 +242,19 @@ func TestPSKServerGnutlsCli(t *testing.T) {
 			if tc.suite != "" {
 				assert.Equal(t, tc.suite, r.info.CipherSuite)
 			}
+			assert.Equal(t, tc.group, r.group)
+			assert.Equal(t, tc.retried, r.retried)
 			peer.waitOutput(t, string(reply[len(reply)-200:]))
 			_ = peer.stdin.Close()
 		})
 	}
+}
+
+// head returns at most n bytes of s, so that a failing test does not print
+// megabytes of peer output.
+func head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "\n[...]"
 }

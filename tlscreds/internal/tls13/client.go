@@ -148,6 +148,7 @@ func (hs *clientHandshake) processHelloRetryRequest(hrr *serverHello) error {
 		return alertf(AlertIllegalParameter, "HelloRetryRequest selects group %d, which was not offered or was already sent", group)
 	}
 	hs.hrr = hrr
+	hs.c.helloRetried = true
 	ch1 := hs.transcript.msgs
 	hs.transcript.msgs = nil
 	hs.transcript.add(messageHash(hs.suite.Hash, ch1), hrr.raw)

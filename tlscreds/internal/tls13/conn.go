@@ -22,6 +22,9 @@ type Conn struct {
 	suite    *Suite
 	group    uint16
 	identity string
+	// helloRetried records that the handshake went through a
+	// HelloRetryRequest.
+	helloRetried bool
 
 	inMu     sync.Mutex
 	in       *recordReader
@@ -49,6 +52,9 @@ func (c *Conn) CipherSuite() string { return c.suite.Name }
 
 // Group returns the negotiated key exchange group's name.
 func (c *Conn) Group() string { return GroupName(c.group) }
+
+// HelloRetried reports whether the handshake needed a HelloRetryRequest.
+func (c *Conn) HelloRetried() bool { return c.helloRetried }
 
 // Identity returns the PSK identity of the session.
 func (c *Conn) Identity() string { return c.identity }

@@ -172,19 +172,22 @@ func boolToInt(b bool) int {
 	return 0
 }
 
-// pickGroup picks the first group, in the client's key share order, that
-// both sides support; failing that, the first of the server's groups that
-// the client supports, for a HelloRetryRequest.
+// pickGroup picks the first of the server's groups that the client sent
+// a key share for; failing that, the first of the server's groups that the
+// client supports, for a HelloRetryRequest. Server order puts X25519, the
+// fastest, first even when the client lists a NIST curve first (GnuTLS's
+// NORMAL priority does).
 func (hs *serverHandshake) pickGroup() (*keyShare, error) {
 	ours := hs.cfg.groups()
-	for i := range hs.ch.keyShares {
-		ks := &hs.ch.keyShares[i]
-		if slices.Contains(ours, ks.group) && slices.Contains(hs.ch.supportedGroups, ks.group) {
-			if hs.sentHRR && ks.group != hs.group {
-				continue
+	for _, g := range ours {
+		if hs.sentHRR && g != hs.group || !slices.Contains(hs.ch.supportedGroups, g) {
+			continue
+		}
+		for i := range hs.ch.keyShares {
+			if hs.ch.keyShares[i].group == g {
+				hs.group = g
+				return &hs.ch.keyShares[i], nil
 			}
-			hs.group = ks.group
-			return ks, nil
 		}
 	}
 	if hs.sentHRR {
@@ -237,6 +240,7 @@ func (hs *serverHandshake) sendHelloRetryRequest() error {
 	hs.transcript.msgs = nil
 	hs.transcript.add(messageHash(hs.suite.Hash, hs.ch.raw), hrr)
 	hs.sentHRR = true
+	hs.c.helloRetried = true
 
 	if err := hs.c.out.appendRecords(recordTypeHandshake, hrr); err != nil {
 		return err
