@@ -49,12 +49,20 @@ func dialPSK(t testing.TB, psk *PSK, port int) Conn {
 	return c
 }
 
-var clientPriorityCases = []struct {
+type clientPriorityCase struct {
 	name     string
 	priority Priority
 	suite    string
 	group    string
-}{
+}
+
+// withHelloRetry adds a case where the server accepts only secp384r1, for
+// which the client sends no key share at first.
+func withHelloRetry(cases []clientPriorityCase) []clientPriorityCase {
+	return append(cases[:len(cases):len(cases)], clientPriorityCase{"HelloRetryRequest", Priority{}, "", "secp384r1"})
+}
+
+var clientPriorityCases = []clientPriorityCase{
 	{"AES128GCM", Priority{CipherSuites: []uint16{tls13.TLSAES128GCMSHA256}}, "TLS_AES_128_GCM_SHA256", "x25519"},
 	{"ChaCha20Poly1305", Priority{CipherSuites: []uint16{tls13.TLSChaCha20Poly1305SHA256}}, "TLS_CHACHA20_POLY1305_SHA256", "x25519"},
 	{"Secp256r1", Priority{Groups: []uint16{tls13.GroupSecp256r1}}, "", "secp256r1"},
@@ -65,13 +73,7 @@ var clientPriorityCases = []struct {
 // mode once per suite and group, plus a HelloRetryRequest.
 func TestPSKClientGnutlsServ(t *testing.T) {
 	gnutlsServ := pskRequireTool(t, "gnutls-serv")
-	cases := append(clientPriorityCases[:len(clientPriorityCases):len(clientPriorityCases)], struct {
-		name     string
-		priority Priority
-		suite    string
-		group    string
-	}{"HelloRetryRequest", Priority{}, "", "secp384r1"})
-	for _, tc := range cases {
+	for _, tc := range withHelloRetry(clientPriorityCases) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")
 			port := freeLoopbackPort(t)
@@ -112,19 +114,24 @@ func assertSession(t testing.TB, c Conn, suite, group string, retried bool) {
 }
 
 // TestPSKClientOpensslServer connects the PSK client to openssl s_server
-// once per suite and group and exchanges data both ways.
+// once per suite and group, plus a HelloRetryRequest, and exchanges data
+// both ways.
 func TestPSKClientOpensslServer(t *testing.T) {
 	openssl := pskRequireTool(t, "openssl")
-	for _, tc := range clientPriorityCases {
+	for _, tc := range withHelloRetry(clientPriorityCases) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")
 			port := freeLoopbackPort(t)
-			peer := startPeer(t, openssl, "s_server", "-accept", fmt.Sprintf("127.0.0.1:%d", port),
-				"-psk", f.hexKey, "-psk_identity", f.user, "-nocert", "-tls1_3", "-naccept", "1")
+			args := []string{"s_server", "-accept", fmt.Sprintf("127.0.0.1:%d", port),
+				"-psk", f.hexKey, "-psk_identity", f.user, "-nocert", "-tls1_3", "-naccept", "1"}
+			if tc.name == "HelloRetryRequest" {
+				args = append(args, "-groups", "P-384")
+			}
+			peer := startPeer(t, openssl, args...)
 			peer.waitOutput(t, "ACCEPT")
 
 			c := dialPSK(t, loadTestPSK(t, f, EndpointClient, tc.priority), port)
-			assertSession(t, c, tc.suite, tc.group, false)
+			assertSession(t, c, tc.suite, tc.group, tc.name == "HelloRetryRequest")
 
 			request, reply := testPayload("client", 60000), testPayload("server", 40000)
 			_, err := c.Write(request)
