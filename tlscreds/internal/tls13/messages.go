@@ -245,6 +245,10 @@ type clientHelloParams struct {
 	cookie       []byte
 	identity     []byte
 	binderLen    int
+	// pskModes and earlyData exist for tests that send what this client
+	// never does; nil pskModes means psk_dhe_ke only.
+	pskModes  []uint8
+	earlyData bool
 }
 
 // marshalClientHello builds a ClientHello whose single PSK binder is
@@ -299,9 +303,16 @@ func addClientExtensions(b *cryptobyte.Builder, p *clientHelloParams) {
 			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.cookie) })
 		})
 	}
+	modes := p.pskModes
+	if modes == nil {
+		modes = []uint8{pskModeDHE}
+	}
 	addExtension(b, extPSKKeyExchangeModes, func(b *cryptobyte.Builder) {
-		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint8(pskModeDHE) })
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(modes) })
 	})
+	if p.earlyData {
+		addExtension(b, extEarlyData, func(b *cryptobyte.Builder) {})
+	}
 	// pre_shared_key must be the last extension (RFC 8446 section 4.2.11).
 	addExtension(b, extPreSharedKey, func(b *cryptobyte.Builder) {
 		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
