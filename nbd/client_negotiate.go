@@ -121,13 +121,19 @@ func negotiateConfig(ctx context.Context, network, address string, cfg *clientCo
 	if err != nil {
 		return nil, fmt.Errorf("connect to NBD server %s: %w", address, err)
 	}
-	n := &Negotiation{conn: conn, cfg: cfg, log: cfg.logger.With("peer", address)}
+	return negotiateConn(ctx, conn, address, cfg)
+}
+
+// negotiateConn runs the handshake on an open connection, which it closes
+// on failure.
+func negotiateConn(ctx context.Context, conn net.Conn, peer string, cfg *clientConfig) (*Negotiation, error) {
+	n := &Negotiation{conn: conn, cfg: cfg, log: cfg.logger.With("peer", peer)}
 	if cfg.exportName != nil {
 		n.export = *cfg.exportName
 	}
 	if err := n.start(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("negotiate with NBD server %s: %w", address, err)
+		return nil, fmt.Errorf("negotiate with NBD server %s: %w", peer, err)
 	}
 	return n, nil
 }

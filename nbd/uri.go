@@ -139,6 +139,9 @@ func (u *URI) parseAuthority(s string, pu *url.URL) error {
 	if strings.HasSuffix(pu.Host, ":") {
 		return fmt.Errorf("invalid NBD URI %q: empty port after ':'; remove the ':' or give a port", s)
 	}
+	if strings.Contains(host, ":") && !strings.HasPrefix(pu.Host, "[") {
+		return fmt.Errorf("invalid NBD URI %q: host %q: write an IPv6 address in brackets, as [::1]:10809", s, pu.Host)
+	}
 	if host == "" {
 		host = "localhost"
 	}
