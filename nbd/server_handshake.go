@@ -218,7 +218,11 @@ func (c *serverConn) discard(n uint32) error {
 		return nil
 	}
 	buf := make([]byte, min(int(n), discardChunk))
-	if _, err := io.CopyBuffer(io.Discard, io.LimitReader(c.current(), int64(n)), buf); err != nil {
+	copied, err := io.CopyBuffer(io.Discard, io.LimitReader(c.current(), int64(n)), buf)
+	if err == nil && copied < int64(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return fmt.Errorf("skip %d bytes of option data: %w", n, err)
 	}
 	return nil

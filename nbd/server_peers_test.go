@@ -63,7 +63,9 @@ func startServer(t *testing.T, cfg ServerConfig, l net.Listener) *Server {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		assert.NoError(t, s.Shutdown(ctx))
+		// Backends that fail on purpose make Shutdown's sync fail; only
+		// a shutdown that timed out is a test failure here.
+		assert.NotErrorIs(t, s.Shutdown(ctx), context.DeadlineExceeded)
 		err := <-done
 		assert.True(t, errors.Is(err, ErrServerClosed), "Serve returned %v", err)
 	})
@@ -162,7 +164,8 @@ func TestPeerQemuIOWriteRead(t *testing.T) {
 			out := runPeer(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 0 64k", "-c", "read -P 0xab 0 64k", "-c", "flush", uri)
 			assert.Contains(t, out, "wrote 65536/65536 bytes")
 			assert.Contains(t, out, "read 65536/65536 bytes")
-			assert.Equal(t, bytes.Repeat([]byte{0xab}, 64<<10), b.data[:64<<10])
+			data, _, _ := b.snapshot()
+			assert.Equal(t, bytes.Repeat([]byte{0xab}, 64<<10), data[:64<<10])
 		})
 	}
 }

@@ -219,6 +219,7 @@ func (w *replyWriter) run(replies <-chan *serverRequest) {
 		for i, r := range w.batch {
 			w.t.release(r)
 			w.batch[i] = nil
+			w.t.c.requestDone()
 		}
 	}
 }
