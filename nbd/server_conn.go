@@ -33,7 +33,7 @@ type serverConn struct {
 	// shutdownStarted mirrors shuttingDown for the reader's per-request
 	// check without the mutex.
 	shutdownStarted atomic.Bool
-	// inFlight counts requests read but not yet answered.
+	// inFlight counts requests read but not yet replied to.
 	inFlight atomic.Int64
 
 	// Negotiation state. STARTTLS resets structured and meta.
@@ -137,8 +137,8 @@ func (c *serverConn) isShuttingDown() bool {
 
 // beginShutdown drops a negotiating client at once. A transmitting
 // client keeps being read while requests are in flight, and every
-// request read from now on is answered ESHUTDOWN; once none is in flight
-// the reader stops and the connection closes.
+// request read from now on gets an ESHUTDOWN reply. Once none is in
+// flight the reader stops and the connection closes.
 func (c *serverConn) beginShutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

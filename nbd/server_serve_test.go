@@ -31,7 +31,7 @@ func waitServe(t *testing.T, done <-chan error) error {
 	}
 }
 
-func TestServeNotPersistentReturnsAfterLastClient(t *testing.T) {
+func TestServeNotPersistentExits(t *testing.T) {
 	l, _ := listenTCP(t)
 	s, err := NewServer(testConfig())
 	require.NoError(t, err)

@@ -89,8 +89,9 @@ func TestOptStartTLSOffPolicy(t *testing.T) {
 }
 
 // TestOptStartTLSInjection sends STARTTLS and a LIST option in one write,
-// as in nbdkit's CVE-2021-3716. The LIST must never be answered as a
-// plaintext option: its bytes go to the TLS handshake, which fails.
+// as in nbdkit's CVE-2021-3716. The server must not reply to the LIST
+// as a plaintext option, because its bytes belong to the TLS handshake,
+// which fails.
 func TestOptStartTLSInjection(t *testing.T) {
 	w, _ := dialWire(t, tlsConfig(t, TLSRequire))
 	w.greetDefault()
@@ -169,7 +170,7 @@ func TestOptTLSAuthz(t *testing.T) {
 	}
 }
 
-func TestOptTLSHandshakeFailureClosesOnlyThatClient(t *testing.T) {
+func TestOptTLSHandshakeFailureIsolated(t *testing.T) {
 	cfg := tlsConfig(t, TLSRequire)
 	w, s := dialWire(t, cfg)
 	w.greetDefault()

@@ -132,8 +132,8 @@ func newTestPKI() (*testPKI, error) {
 	return p, nil
 }
 
-// tlsServer returns server credentials; with clientAuth the server asks
-// for and verifies a client certificate.
+// tlsServer returns server credentials. With clientAuth the server
+// requests and verifies a client certificate.
 func (p *testPKI) tlsServer(clientAuth bool) testTLSServer {
 	cfg := &tls.Config{Certificates: []tls.Certificate{p.serverCert}, MinVersion: tls.VersionTLS12}
 	if clientAuth {
@@ -147,9 +147,9 @@ func (p *testPKI) clientConfig() *tls.Config {
 	return &tls.Config{RootCAs: p.pool, ServerName: "localhost", Certificates: []tls.Certificate{p.clientCert}}
 }
 
-// writeClientDir writes ca-cert.pem (and client-cert.pem/-key.pem are not
-// needed by the peers used here) for libnbd's tls-certificates and QEMU's
-// tls-creds-x509 dir.
+// writeClientDir writes ca-cert.pem into a directory that serves as
+// libnbd's tls-certificates and QEMU's tls-creds-x509 dir for a client
+// without a certificate of its own.
 func (p *testPKI) writeClientDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()

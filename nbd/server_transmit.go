@@ -141,7 +141,8 @@ func (t *transmission) readRequests() error {
 
 		r.errno, r.message = t.check(&r.req)
 		if t.c.shutdownStarted.Load() {
-			// The protocol asks for ESHUTDOWN once shutdown begins.
+			// The protocol recommends ESHUTDOWN for requests received
+			// once shutdown has begun.
 			r.errno, r.message = proto.ESHUTDOWN, "server is shutting down"
 		}
 		if r.req.Command == proto.CmdWrite {

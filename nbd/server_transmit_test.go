@@ -320,8 +320,8 @@ func TestCmdReadSparse(t *testing.T) {
 	assert.Len(t, r.data, 8+16384)
 }
 
-// TestCmdOutOfOrder blocks a read in the backend and checks that later
-// requests are answered first.
+// TestCmdOutOfOrder blocks a read in the backend and checks that the
+// replies to later requests arrive first.
 func TestCmdOutOfOrder(t *testing.T) {
 	b := newTestBackend(1 << 20)
 	b.gate = make(chan struct{})
@@ -388,8 +388,8 @@ func TestCmdDiscWithInFlight(t *testing.T) {
 }
 
 // TestShutdownESHUTDOWN blocks a read in the backend, starts Shutdown,
-// and sends another request: it is answered ESHUTDOWN, the blocked read
-// still completes, and then the connection closes.
+// and sends another request: it gets an ESHUTDOWN reply, the blocked
+// read still completes, and then the connection closes.
 func TestShutdownESHUTDOWN(t *testing.T) {
 	b := newTestBackend(1 << 20)
 	b.gate = make(chan struct{})

@@ -15,7 +15,7 @@ import (
 )
 
 // testWire is a raw-socket NBD client for the server tests: it sends
-// exactly the bytes a test asks for and decodes what comes back.
+// exactly the bytes a test gives it and decodes the server's replies.
 type testWire struct {
 	t    *testing.T
 	conn net.Conn
@@ -241,7 +241,3 @@ func (w *testWire) expectErrno(cookie uint64, errno proto.Errno) testReply {
 	require.Equal(w.t, errno.String(), r.errno.String(), "errno (chunk %+v, data %q)", r.chunk, r.data)
 	return r
 }
-
-// timeAfter waits d; it exists so tests that must outlive a server
-// limit read plainly.
-func timeAfter(d time.Duration) <-chan time.Time { return time.After(d) }
