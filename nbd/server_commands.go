@@ -135,8 +135,15 @@ func (t *transmission) handle(r *serverRequest) {
 	if err != nil {
 		r.resetReply()
 		errno := errnoFor(err)
-		t.c.log.Debug("request failed", "command", r.req.Command, "offset", r.req.Offset, "length", r.req.Length, "errno", errno, "error", err)
-		t.replyError(r, errno, err.Error())
+		logArgs := []any{"export", t.export.Name, "command", r.req.Command, "offset", r.req.Offset, "length", r.req.Length, "errno", errno, "error", err}
+		if errors.Is(err, export.ErrFastZeroUnsupported) {
+			t.c.log.Debug("request failed", logArgs...)
+		} else {
+			// NOTE: a failing disk logs once per failed request; there
+			// is no rate limit.
+			t.c.log.Warn("request failed", logArgs...)
+		}
+		t.replyError(r, errno, errorMessage(r.req.Command, err, errno))
 		return
 	}
 	if len(r.segments) == 0 {

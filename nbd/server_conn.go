@@ -99,7 +99,7 @@ func (c *serverConn) serve(ctx context.Context) {
 func (c *serverConn) logHandshakeEnd(err error) {
 	switch {
 	case errors.Is(err, errConnDone):
-		c.log.Debug("handshake ended by client")
+		c.log.Debug("handshake ended")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		c.log.Info("handshake failed", "reason", "client closed the connection")
 	case isTimeout(err) && c.isShuttingDown():

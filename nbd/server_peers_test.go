@@ -248,3 +248,30 @@ func TestPeerTLS(t *testing.T) {
 	r := exec.Command(requirePeer(t, "nbdinfo"), fmt.Sprintf("nbd://localhost:%d/disk", port))
 	assert.Error(t, r.Run())
 }
+
+// TestPeerNbdcopy copies an image into the server and back out with
+// nbdcopy, which uses several connections, many requests in flight,
+// block status and write zeroes.
+func TestPeerNbdcopy(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	image := make([]byte, 8<<20)
+	for i := 0; i < len(image); i += 3 << 20 {
+		copy(image[i:], bytes.Repeat([]byte{byte(i>>20) + 1}, 1<<20))
+	}
+	require.NoError(t, os.WriteFile(src, image, 0o600))
+
+	l, uri := listenUnix(t)
+	b := newTestBackend(len(image))
+	startServer(t, ServerConfig{Exports: []*Export{{Name: "", Backend: b}}}, l)
+
+	runPeer(t, "nbdcopy", "--connections=4", "--requests=16", src, uri)
+	data, _, _ := b.snapshot()
+	require.Equal(t, image, data)
+
+	dst := filepath.Join(dir, "dst.img")
+	runPeer(t, "nbdcopy", uri, dst)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	assert.Equal(t, image, got)
+}

@@ -17,7 +17,7 @@ import (
 // testWire is a raw-socket NBD client for the server tests: it sends
 // exactly the bytes a test gives it and decodes the server's replies.
 type testWire struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 }
 
