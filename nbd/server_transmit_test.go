@@ -217,9 +217,9 @@ func TestCmdTrimAndCache(t *testing.T) {
 	assert.Equal(t, int64(8192), cached)
 }
 
-// blockStatus decodes a block status chunk into its context ID and
+// decodeStatusChunk decodes a block status chunk into its context ID and
 // (length, flags) pairs.
-func blockStatus(t *testing.T, r testReply) (uint32, [][2]uint32) {
+func decodeStatusChunk(t *testing.T, r testReply) (uint32, [][2]uint32) {
 	t.Helper()
 	require.Equal(t, proto.ReplyTypeBlockStatus, r.chunk.Type, "chunk %+v data %q", r.chunk, r.data)
 	id := binary.BigEndian.Uint32(r.data[0:4])
@@ -252,7 +252,7 @@ func TestCmdBlockStatus(t *testing.T) {
 			w.request(proto.CmdBlockStatus, tc.flags, 1, tc.offset, tc.length, nil)
 			r := w.readTransmissionReply(0)
 			assert.Equal(t, proto.ReplyFlagDone, r.chunk.Flags)
-			id, descs := blockStatus(t, r)
+			id, descs := decodeStatusChunk(t, r)
 			assert.Equal(t, metaIDBaseAllocation, id)
 			assert.Equal(t, tc.want, descs)
 		})
@@ -268,7 +268,7 @@ func TestCmdBlockStatusTwoContexts(t *testing.T) {
 	got := map[uint32][][2]uint32{}
 	for {
 		r := w.readTransmissionReply(0)
-		id, descs := blockStatus(t, r)
+		id, descs := decodeStatusChunk(t, r)
 		got[id] = descs
 		if r.chunk.Flags&proto.ReplyFlagDone != 0 {
 			break
@@ -281,7 +281,7 @@ func TestCmdBlockStatusTwoContexts(t *testing.T) {
 func TestCmdBlockStatusWithoutExtenter(t *testing.T) {
 	w := dialExport(t, plainBackend{newTestBackend(1 << 20)}, true, proto.ContextBaseAllocation)
 	w.request(proto.CmdBlockStatus, 0, 1, 512, 4096, nil)
-	_, descs := blockStatus(t, w.readTransmissionReply(0))
+	_, descs := decodeStatusChunk(t, w.readTransmissionReply(0))
 	assert.Equal(t, [][2]uint32{{4096, 0}}, descs)
 }
 
