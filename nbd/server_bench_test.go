@@ -10,9 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// benchmarkServer runs b.N requests of cmd with length bytes over a
-// loopback connection, keeping depth requests in flight, and reports
-// allocations per request. Replies are read without decoding payloads.
+// benchmarkServer sends b.N requests of cmd with length bytes over a
+// loopback connection while another goroutine reads the replies, and
+// reports allocations per request, client side included. Replies are
+// read without decoding payloads.
 func benchmarkServer(b *testing.B, cmd proto.Command, length uint32, structured bool) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
@@ -25,7 +26,9 @@ func benchmarkServer(b *testing.B, cmd proto.Command, length uint32, structured 
 	w := &testWire{t: b, conn: conn}
 	w.negotiate(structured)
 
-	const depth = 16
+	// Requests go out in groups of writeGroup without waiting for
+	// replies; TCP flow control bounds how many are in flight.
+	const writeGroup = 16
 	var payload []byte
 	if cmd == proto.CmdWrite {
 		payload = make([]byte, length)
@@ -56,7 +59,7 @@ func benchmarkServer(b *testing.B, cmd proto.Command, length uint32, structured 
 	b.ResetTimer()
 	sent := 0
 	for sent < b.N {
-		n := min(depth, b.N-sent)
+		n := min(writeGroup, b.N-sent)
 		for i := range n {
 			binary.BigEndian.PutUint64(req[8:16], uint64(sent+i))
 			if _, err := conn.Write(req); err != nil {

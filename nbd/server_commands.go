@@ -73,7 +73,7 @@ func (t *transmission) check(q *proto.Request) (proto.Errno, string) {
 }
 
 // allowedFlags returns the command flags valid for cmd on this
-// connection, and whether cmd is a command the server knows.
+// connection, and whether the server implements cmd.
 func (t *transmission) allowedFlags(cmd proto.Command) (proto.CommandFlags, bool) {
 	var f proto.CommandFlags
 	if t.flags&proto.FlagSendFUA != 0 {
@@ -192,7 +192,7 @@ func (t *transmission) cmdRead(r *serverRequest) error {
 	return nil
 }
 
-// readFullAt reads len(p) bytes at off; a short read is an error.
+// readFullAt reads len(p) bytes at off. A short read is an error.
 func readFullAt(b export.Backend, p []byte, off int64) error {
 	n, err := b.ReadAt(p, off)
 	if n == len(p) {

@@ -21,7 +21,7 @@ func errorMessage(cmd proto.Command, err error, errno proto.Errno) string {
 
 // errnoFor maps a backend error to the NBD error sent to the client. The
 // protocol defines only a few values; the rest become EIO. EDQUOT and
-// EFBIG become ENOSPC, as the protocol asks.
+// EFBIG become ENOSPC, as the protocol recommends.
 func errnoFor(err error) proto.Errno {
 	var pe proto.Errno
 	switch {
