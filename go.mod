@@ -7,6 +7,7 @@ require (
 	github.com/pojntfx/go-nbd v0.3.2
 	github.com/spf13/pflag v1.1.0
 	github.com/stretchr/testify v1.11.1
+	golang.org/x/crypto v0.45.0
 	golang.org/x/sys v0.38.0
 )
 
