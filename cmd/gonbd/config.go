@@ -40,6 +40,11 @@ func tlsMode(o *options) nbd.TLSMode {
 	return nbd.TLSRequire
 }
 
+// maxInFlight caps requests in flight per connection. qemu-nbd 7.2 allows
+// 16 (MAX_NBD_REQUESTS in nbd/server.c); the server's default of 64 made
+// gonbd's peak RSS about twice qemu-nbd's in make bench, at no gain in MB/s.
+const maxInFlight = 16
+
 // serverConfig builds the server configuration from parsed flags, an open
 // backend and the TLS setup.
 func serverConfig(o *options, b export.Backend, tls tlsSetup, log hclog.Logger) nbd.ServerConfig {
@@ -57,6 +62,7 @@ func serverConfig(o *options, b export.Backend, tls tlsSetup, log hclog.Logger) 
 		HandshakeLimit: o.handshakeLimit,
 		MaxConnections: o.shared,
 		Persistent:     o.persistent,
+		MaxInFlight:    maxInFlight,
 		Logger:         log,
 	}
 }
