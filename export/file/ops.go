@@ -113,7 +113,7 @@ func isUnsupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)
 }
 
-// Cache asks the kernel to read the range ahead (POSIX_FADV_WILLNEED).
+// Cache starts kernel readahead of the range (POSIX_FADV_WILLNEED).
 func (b *Backend) Cache(off, length int64) error {
 	if !b.inRange(off, length) {
 		return errRange
