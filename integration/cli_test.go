@@ -208,3 +208,17 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestListExports(t *testing.T) {
+	img := sparseImage(t, 1<<20)
+	srv := serveUnix(t, "-t", "-x", "disk0", "-D", "first disk", "-f", "raw", img)
+	sock := strings.TrimPrefix(srv.uri, "nbd+unix:///?socket=")
+
+	out := mustRun(t, bin(t, "gonbd"), "-L", "-k", sock)
+	assert.Contains(t, out, "exports available: 1")
+	assert.Contains(t, out, "export: 'disk0'")
+	assert.Contains(t, out, "description: first disk")
+
+	want := mustRun(t, requireTool(t, "qemu-nbd"), "-L", "-k", sock)
+	assert.Equal(t, want, out, "gonbd -L prints what qemu-nbd -L prints")
+}

@@ -23,12 +23,6 @@ import (
 // the final flush.
 const shutdownTimeout = 30 * time.Second
 
-// listExports runs -L. The client package replaces it.
-var listExports = func(o *options, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "gonbd: -L (--list) is not implemented yet in this build")
-	return 1
-}
-
 // run runs gonbd with args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args)
