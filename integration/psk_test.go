@@ -18,9 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// NOTE: gonbd's --object tls-creds-psk is not wired into cmd/gonbd yet,
-// so these tests serve through an in-process nbd.Server with the PSK
-// credentials; they switch to the binary once the command line loads them.
+// NOTE: cmd/gonbd does not load --object tls-creds-psk yet. These tests
+// therefore serve through an in-process nbd.Server with the PSK
+// credentials, until the command line can run the guide's qemu-nbd line.
 
 // pskKeys creates a keys.psk for user with psktool, as QEMU's guide does.
 func pskKeys(t *testing.T, user string) (dir, file string) {

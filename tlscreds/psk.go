@@ -27,7 +27,7 @@ type PSKConfig struct {
 	// KeysFile is the keys file itself (an NBD URI's tls-psk-file=).
 	KeysFile string
 	Endpoint Endpoint
-	// Username is the identity a client offers; "" means "qemu".
+	// Username is the identity a client offers. Empty means "qemu".
 	Username string
 	// Priority narrows the cipher suites and groups.
 	Priority Priority

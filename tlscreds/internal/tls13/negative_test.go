@@ -314,9 +314,9 @@ func TestCloseSendsCloseNotify(t *testing.T) {
 	assert.Equal(t, io.EOF, err)
 }
 
-// TestServerSkipsRefusedEarlyData sends a ClientHello offering 0-RTT
-// followed by a record the server cannot decrypt; the server refuses early
-// data, skips the record and completes the handshake.
+// TestServerSkipsRefusedEarlyData sends a ClientHello offering 0-RTT and
+// then a record the server cannot decrypt. The server rejects early data,
+// skips the record and completes the handshake.
 func TestServerSkipsRefusedEarlyData(t *testing.T) {
 	rawClient, rawServer := tcpPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
