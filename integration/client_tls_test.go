@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// clTLSClient runs the client side of x509 TLS with crypto/tls. It stands
-// in for tlscreds.LoadX509 so the client's STARTTLS path is tested against
+// clTLSClient runs the client side of x509 TLS with crypto/tls. It replaces
+// tlscreds.LoadX509 so the client's STARTTLS path is tested against
 // qemu-nbd and nbdkit before the x509 credentials package exists.
 // TODO: switch to tlscreds.LoadX509 once it is in main.
 type clTLSClient struct{ config *tls.Config }
