@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,10 +23,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// clTLSClient runs the client side of x509 TLS with crypto/tls. It replaces
-// tlscreds.LoadX509 so the client's STARTTLS path is tested against
-// qemu-nbd and nbdkit before the x509 credentials package exists.
-// TODO: switch to tlscreds.LoadX509 once it is in main.
+// clTLSClient runs the client side of x509 TLS with plain crypto/tls. It
+// checks that the client works with any tlscreds.Client, independent of
+// the tlscreds package's own x509 and PSK code.
 type clTLSClient struct{ config *tls.Config }
 
 func (c clTLSClient) ClientHandshake(ctx context.Context, raw net.Conn, hostname string) (tlscreds.Conn, error) {
@@ -177,4 +177,167 @@ func TestQemuListMatchesQemuNbdX509(t *testing.T) {
 	// Without credentials the listing fails with advice.
 	err := nbd.ListCommand(ctx, &got, s.network, s.address, nil, "", nil)
 	assert.ErrorContains(t, err, "requires TLS")
+}
+
+// clPSK writes a psktool keys file for user in a new directory and returns
+// the directory.
+func clPSK(t *testing.T, user string) string {
+	t.Helper()
+	dir := t.TempDir()
+	mustRun(t, requireTool(t, "psktool"), "-u", user, "-p", filepath.Join(dir, "keys.psk"))
+	return dir
+}
+
+// clTLSCase is one TLS server setup with the URI that reaches it.
+type clTLSCase struct {
+	name string
+	spec clServerSpec
+	// query and user complete the NBD URI with credentials.
+	query, user string
+	// listArgs are the credentials for qemu-nbd -L.
+	listArgs []string
+}
+
+func clTLSCases(t *testing.T) []clTLSCase {
+	certs := clX509Dirs(t)
+	psk := clPSK(t, "alice")
+	return []clTLSCase{
+		{
+			name: "QemuNbdX509",
+			spec: clServerSpec{tool: "qemu-nbd", export: "disk", args: func(t *testing.T, dir string) []string {
+				return []string{"--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + certs.server,
+					"--tls-creds", "tls0", "-f", "qcow2", "-x", "disk", clImage(t, dir, "qcow2", "16M")}
+			}},
+			query:    "tls-certificates=" + certs.client,
+			listArgs: []string{"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + certs.client, "--tls-creds", "tls0"},
+		},
+		{
+			name: "QemuNbdPSK",
+			spec: clServerSpec{tool: "qemu-nbd", export: "disk", args: func(t *testing.T, dir string) []string {
+				return []string{"--object", "tls-creds-psk,id=tls0,endpoint=server,dir=" + psk,
+					"--tls-creds", "tls0", "-f", "raw", "-x", "disk", clImage(t, dir, "raw", "8M")}
+			}},
+			query:    "tls-psk-file=" + filepath.Join(psk, "keys.psk"),
+			user:     "alice",
+			listArgs: []string{"--object", "tls-creds-psk,id=tls0,endpoint=client,username=alice,dir=" + psk, "--tls-creds", "tls0"},
+		},
+		{
+			name: "NbdkitPSK",
+			spec: clServerSpec{tool: "nbdkit", args: func(t *testing.T, dir string) []string {
+				return []string{"--tls=require", "--tls-psk=" + filepath.Join(psk, "keys.psk"), "memory", "8M"}
+			}},
+			query:    "tls-psk-file=" + filepath.Join(psk, "keys.psk"),
+			user:     "alice",
+			listArgs: []string{"--object", "tls-creds-psk,id=tls0,endpoint=client,username=alice,dir=" + psk, "--tls-creds", "tls0"},
+		},
+		{
+			name: "NbdkitX509UnixSocket",
+			spec: clServerSpec{tool: "nbdkit", unix: true, args: func(t *testing.T, dir string) []string {
+				return []string{"--tls=require", "--tls-certificates=" + certs.server, "--tls-verify-peer", "memory", "8M"}
+			}},
+			query:    "tls-hostname=localhost&tls-certificates=" + certs.client,
+			listArgs: []string{"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + certs.client, "--tls-creds", "tls0", "--tls-hostname", "localhost"},
+		},
+	}
+}
+
+// tlsURI turns a server's plain URI into an nbds URI with credentials.
+func (c clTLSCase) tlsURI(s clServer) string {
+	uri := "nbds" + strings.TrimPrefix(s.uri, "nbd")
+	if c.user != "" {
+		uri = strings.Replace(uri, "://", "://"+c.user+"@", 1)
+	}
+	sep := "?"
+	if strings.Contains(uri, "?") {
+		sep = "&"
+	}
+	return uri + sep + c.query
+}
+
+func TestGonbdinfoMatchesNbdinfoTLS(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	gonbdinfo := bin(t, "gonbdinfo")
+	for _, tc := range clTLSCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := clStart(t, tc.spec)
+			uri := tc.tlsURI(s)
+			for _, mode := range [][]string{{}, {"--json"}, {"--list"}, {"--map"}, {"--can", "tls"}} {
+				args := append(append([]string{}, mode...), uri)
+				want := run(t, nbdinfo, args...)
+				got := run(t, gonbdinfo, args...)
+				require.Equal(t, 0, want.code, "nbdinfo %v: %s", mode, want.stderr)
+				assert.Equal(t, want.code, got.code, "exit code of %v; gonbdinfo stderr: %s", mode, got.stderr)
+				assert.Equal(t, want.stdout, got.stdout, "output of %v", mode)
+			}
+
+			// The same credentials given as a QEMU object, with a plain
+			// nbd URI.
+			objURI := s.uri
+			if s.network == "unix" {
+				objURI += "&tls-hostname=localhost"
+			}
+			withObject := run(t, gonbdinfo, tc.listArgs[0], tc.listArgs[1], tc.listArgs[2], tc.listArgs[3], "--can", "tls", objURI)
+			assert.Equal(t, 0, withObject.code, "gonbdinfo --object --can tls: %s", withObject.stderr)
+		})
+	}
+}
+
+func TestQemuListMatchesQemuNbdTLS(t *testing.T) {
+	qemuNbd := requireTool(t, "qemu-nbd")
+	for _, tc := range clTLSCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := clStart(t, tc.spec)
+			want := mustRun(t, qemuNbd, append(append([]string{"-L"}, tc.listArgs...), s.listArgs...)...)
+
+			u, err := nbd.ParseURI(tc.tlsURI(s))
+			require.NoError(t, err)
+			creds, err := nbd.LoadURICredentials(u, nil)
+			require.NoError(t, err)
+			hostname := "127.0.0.1"
+			if u.IsUnix() {
+				hostname = "localhost"
+			}
+			var got bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			require.NoError(t, nbd.ListCommand(ctx, &got, s.network, s.address, creds, hostname, nil))
+			assert.Equal(t, want, got.String())
+		})
+	}
+}
+
+func TestClientTLSReadWrite(t *testing.T) {
+	for _, tc := range clTLSCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := clStart(t, tc.spec)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := nbd.Dial(ctx, tc.tlsURI(s))
+			require.NoError(t, err)
+			defer c.Close()
+			require.True(t, c.TLS())
+
+			data := bytes.Repeat([]byte("tls!"), 256<<10)
+			_, err = c.WriteAt(data, 1<<20)
+			require.NoError(t, err)
+			got := make([]byte, len(data))
+			_, err = c.ReadAt(got, 1<<20)
+			require.NoError(t, err)
+			assert.True(t, bytes.Equal(data, got), "data read back over TLS differs")
+		})
+	}
+}
+
+func TestClientPSKWrongKey(t *testing.T) {
+	server := clPSK(t, "alice")
+	client := clPSK(t, "alice")
+	s := clStart(t, clServerSpec{tool: "qemu-nbd", args: func(t *testing.T, dir string) []string {
+		return []string{"--object", "tls-creds-psk,id=tls0,endpoint=server,dir=" + server,
+			"--tls-creds", "tls0", "-f", "raw", clImage(t, dir, "raw", "4M")}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	uri := strings.Replace("nbds"+strings.TrimPrefix(s.uri, "nbd"), "://", "://alice@", 1) + "?tls-psk-file=" + filepath.Join(client, "keys.psk")
+	_, err := nbd.Dial(ctx, uri)
+	assert.ErrorContains(t, err, "TLS handshake")
 }
