@@ -15,18 +15,8 @@ type tlsSetup struct {
 }
 
 // buildTLS turns --object, --tls-creds, --tls-authz and --tls into TLS
-// credentials. The object and tlscreds packages replace it; until then
-// gonbd rejects those flags rather than serve without the TLS a user asked
-// for.
-var buildTLS = func(o *options, log hclog.Logger) (tlsSetup, error) {
-	if len(o.objects) > 0 {
-		return tlsSetup{}, usageErrorf("--object %q: objects are not implemented yet in this build", o.objects[0])
-	}
-	if o.tlsCreds != "" {
-		return tlsSetup{}, usageErrorf("--tls-creds %s: TLS is not implemented yet in this build", o.tlsCreds)
-	}
-	return tlsSetup{mode: nbd.TLSOff}, nil
-}
+// credentials; see tls.go.
+var buildTLS = buildTLSFromObjects
 
 // tlsMode maps --tls to the server's mode. With --tls-creds and no --tls,
 // TLS is required, as qemu-nbd always does.

@@ -22,11 +22,8 @@ import (
 // the final flush.
 const shutdownTimeout = 30 * time.Second
 
-// listExports runs -L. The client package replaces it.
-var listExports = func(o *options, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "gonbd: -L (--list) is not implemented yet in this build")
-	return 1
-}
+// listExports runs -L; see list.go.
+var listExports = listRemoteExports
 
 // run runs gonbd with args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
