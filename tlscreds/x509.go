@@ -1,6 +1,7 @@
 package tlscreds
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -139,10 +140,16 @@ func (x *X509) loadCRL(dir string, caCerts []*x509.Certificate) error {
 	return nil
 }
 
-// crlIssuer returns the CA certificate that signed crl, or nil.
+// crlIssuer returns the CA certificate that signed crl, or nil. It does
+// not require the cRLSign key usage that RevocationList.CheckSignatureFrom
+// demands: QEMU's TLS guide issues CAs with keyCertSign only, and GnuTLS
+// 3.7 applies CRLs that such a CA signed.
 func crlIssuer(crl *x509.RevocationList, caCerts []*x509.Certificate) *x509.Certificate {
 	for _, ca := range caCerts {
-		if crl.CheckSignatureFrom(ca) == nil {
+		if !bytes.Equal(crl.RawIssuer, ca.RawSubject) {
+			continue
+		}
+		if ca.CheckSignature(crl.SignatureAlgorithm, crl.RawTBSRevocationList, crl.Signature) == nil {
 			return ca
 		}
 	}
