@@ -91,6 +91,7 @@ var errDNEmbeddedNull = errors.New("distinguished name value contains a NUL byte
 // "+", GnuTLS's attribute names, RFC 4514 escaping, and "#hex" of the DER
 // for values GnuTLS does not decode. For a name encoded C, ST, L, O, CN (as
 // certtool and Go write them) that is "C=GB,ST=London,...,CN=host".
+// An empty name formats as "", where GnuTLS returns an error.
 func FormatDN(der []byte) (string, error) {
 	var rdns []dnAttributeSET
 	rest, err := asn1.Unmarshal(der, &rdns)
