@@ -92,9 +92,9 @@ certtool --generate-crl --load-ca-privkey ca-key.pem --load-ca-certificate ca-ce
 	assert.Error(t, client.err)
 }
 
-// serveOnce accepts one connection, runs the server handshake and echoes
+// serveX509Once accepts one connection, runs the server handshake and echoes
 // the first 5 bytes.
-func serveOnce(t *testing.T, srv Server) (addr string, result <-chan handshakeResult) {
+func serveX509Once(t *testing.T, srv Server) (addr string, result <-chan handshakeResult) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -153,7 +153,7 @@ func TestX509GnutlsCliClient(t *testing.T) {
 		{"NoClientCertificate", nil, "", "client didn't provide a certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, result := serveOnce(t, loadServer(t, dir, true))
+			addr, result := serveX509Once(t, loadServer(t, dir, true))
 			args := append([]string{"--x509cafile", filepath.Join(dir, FileCACert)}, tc.args...)
 			out, cliErr := gnutlsCLI(t, addr, args...)
 			r := <-result
