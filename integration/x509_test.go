@@ -259,3 +259,23 @@ func copyCredsWithClient(t *testing.T, dir, cn string) string {
 	require.NoError(t, os.WriteFile(filepath.Join(out, "client-key.pem"), clientKey, 0o600))
 	return out
 }
+
+// TestPSKGonbdCredsServedByQemuNBD checks that gonbd-creds psk writes a
+// keys.psk that qemu-nbd and qemu-img load.
+func TestPSKGonbdCredsServedByQemuNBD(t *testing.T) {
+	qemuNBD := requireTool(t, "qemu-nbd")
+	dir := filepath.Join(t.TempDir(), "keys")
+	mustRun(t, bin(t, "gonbd-creds"), "psk", "--dir", dir, "--username", "rich")
+
+	image := filepath.Join(t.TempDir(), "disk.raw")
+	require.NoError(t, os.WriteFile(image, make([]byte, 1<<20), 0o600))
+	port := freePort(t)
+	p := start(t, qemuNBD, "--persistent", "-f", "raw", "-b", "127.0.0.1", "-p", fmt.Sprint(port),
+		"--object", "tls-creds-psk,id=tls0,endpoint=server,dir="+dir, "--tls-creds", "tls0", image)
+	waitTCP(t, p, fmt.Sprintf("127.0.0.1:%d", port))
+
+	out := mustRun(t, requireTool(t, "qemu-img"), "info",
+		"--object", "tls-creds-psk,id=tls0,endpoint=client,username=rich,dir="+dir,
+		"--image-opts", fmt.Sprintf("driver=nbd,host=127.0.0.1,port=%d,tls-creds=tls0", port))
+	assert.Contains(t, out, "virtual size: 1 MiB")
+}
