@@ -70,8 +70,8 @@ var (
 
 // LoadX509 loads the credentials in cfg.Dir for cfg.Endpoint. A server
 // needs ca-cert.pem, server-cert.pem and server-key.pem; a client needs
-// ca-cert.pem, and client-cert.pem with client-key.pem if the server asks
-// for a certificate. ca-crl.pem is optional for both. Every error names
+// ca-cert.pem, and client-cert.pem with client-key.pem if the server
+// requests a certificate. ca-crl.pem is optional for both. Every error names
 // the file it is about.
 func LoadX509(cfg X509Config) (*X509, error) {
 	log := cfg.Logger
@@ -239,7 +239,7 @@ func (x *X509) baseConfig(p Priority) (*tls.Config, error) {
 	if x.endpoint == EndpointServer {
 		conf.Certificates = []tls.Certificate{*x.cert}
 		if x.verifyPeer {
-			// RequireAnyClientCert asks for a certificate and fails
+			// RequireAnyClientCert requests a certificate and fails
 			// the handshake without one; verifyConnection checks it.
 			conf.ClientAuth = tls.RequireAnyClientCert
 			conf.ClientCAs = x.roots
