@@ -118,6 +118,9 @@ func (r *rawLayer) status(off, length int64) (int64, int, bool, error) {
 		// off is in a hole that ends at data.
 		return min(length, data-off), 1, true, nil
 	}
+	if hole <= off {
+		return length, 1, false, nil
+	}
 	return min(length, hole-off), 1, false, nil
 }
 

@@ -160,6 +160,9 @@ func (img *Image) allocClusters(n int64) (int64, int64, error) {
 		if (ci+got)<<img.clusterBits > offsetMask {
 			return 0, 0, fmt.Errorf("image full: no host cluster below %#x", int64(offsetMask))
 		}
+		if err := img.checkOverlap(ci, got); err != nil {
+			return 0, 0, err
+		}
 		if err := img.addRefcounts(ci, got, 1); err != nil {
 			return 0, 0, err
 		}
@@ -173,6 +176,9 @@ func (img *Image) allocClusters(n int64) (int64, int64, error) {
 // first cluster of the range it covers. All clusters of that range are
 // free because the range has no block yet.
 func (img *Image) newRefBlock(ti int64) error {
+	if err := img.checkOverlap(ti*img.refEntries, img.refEntries); err != nil {
+		return err
+	}
 	off := ti * img.refEntries << img.clusterBits
 	b := make([]byte, img.clusterSize)
 	putRefcount(b, 0, img.refBits, 1)
@@ -290,6 +296,26 @@ func (img *Image) freeRange(off, length int64, punch bool) error {
 			}
 		}
 		ci += n
+	}
+	return nil
+}
+
+// checkOverlap rejects an allocation of the n clusters from index ci that
+// overlaps the header, the L1 table, the refcount table or the snapshot
+// table: the refcounts of a damaged image can call those free, and
+// writing there would destroy the image.
+func (img *Image) checkOverlap(ci, n int64) error {
+	cb := img.clusterBits
+	areas := [][2]int64{
+		{0, 1},
+		{img.l1Offset >> cb, (img.l1Offset + int64(len(img.l1))*8 + img.clusterSize - 1) >> cb},
+		{img.rtOffset >> cb, img.rtOffset>>cb + img.rtClusters},
+		{int64(img.hdr.snapshotsOffset) >> cb, int64(img.hdr.snapshotsOffset)>>cb + int64(min(img.hdr.nbSnapshots, 1))},
+	}
+	for _, a := range areas {
+		if ci < a[1] && a[0] < ci+n {
+			return fmt.Errorf("invalid image: the refcounts mark metadata at cluster %#x free: repair the image with qemu-img check -r all", max(ci, a[0])<<cb)
+		}
 	}
 	return nil
 }
