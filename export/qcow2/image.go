@@ -71,7 +71,8 @@ type Image struct {
 	l2Cache  *tableCache
 	refCache *tableCache
 
-	snapshots []snapshot
+	snapshots         []snapshot
+	snapshotTableSize int64 // bytes, padding included
 	backing   layer
 
 	// tempOverlay marks the overlay of snapshot mode, an unlinked file

@@ -25,6 +25,7 @@ const (
 
 // readSnapshotTable parses the snapshot table named in the header.
 func (img *Image) readSnapshotTable() ([]snapshot, error) {
+	img.snapshotTableSize = 0
 	n := int(img.hdr.nbSnapshots)
 	if n == 0 {
 		return nil, nil
@@ -56,6 +57,7 @@ func (img *Image) readSnapshotTable() ([]snapshot, error) {
 		}
 		s.id = string(rest[extraLen : extraLen+idLen])
 		s.name = string(rest[extraLen+idLen:])
+		img.snapshotTableSize += int64(40+len(rest)+7) &^ 7
 		if pad := (40 + len(rest)) % 8; pad != 0 {
 			// QEMU does not write the padding of the last entry at the
 			// end of the file; a missing padding of an earlier entry
