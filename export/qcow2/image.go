@@ -73,7 +73,7 @@ type Image struct {
 
 	snapshots         []snapshot
 	snapshotTableSize int64 // bytes, padding included
-	backing   layer
+	backing           layer
 
 	// tempOverlay marks the overlay of snapshot mode, an unlinked file
 	// discarded at close.
