@@ -2,21 +2,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
-
-	flag "github.com/spf13/pflag"
 )
 
 const version = "0.1.0"
 
 func main() {
-	showVersion := flag.BoolP("version", "V", false, "print the version and exit")
-	flag.Parse()
-	if *showVersion {
-		fmt.Printf("gonbd %s\n", version)
-		return
-	}
-	fmt.Fprintln(os.Stderr, "gonbd: not implemented yet")
-	os.Exit(1)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,0 +1,266 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"math/bits"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gonbd/gonbd/nbd/proto"
+)
+
+// serverRequest carries one request from the reader through a worker to
+// the writer. It and its buffers are pooled, so the data path does not
+// allocate per request.
+type serverRequest struct {
+	req proto.Request
+
+	// errno, when set by the reader's checks, is the reply without
+	// calling the backend; message explains it in structured replies.
+	errno   proto.Errno
+	message string
+
+	payload *[]byte // pooled buffer: write data in, read data out
+	budget  int64   // bytes held from the connection's payload budget
+
+	// The reply: segments refer to scratch (headers) or to payload data.
+	scratch  []byte
+	segments []replySegment
+	status   []uint32 // block status descriptors under construction
+}
+
+// replySegment is one piece of a reply: data when non-nil, otherwise
+// scratch[start:end].
+type replySegment struct {
+	start, end int
+	data       []byte
+}
+
+var serverRequestPool = sync.Pool{New: func() any { return new(serverRequest) }}
+
+func getServerRequest() *serverRequest {
+	return serverRequestPool.Get().(*serverRequest)
+}
+
+// putServerRequest returns r to the pool. The caller must have released
+// r's payload and budget.
+func putServerRequest(r *serverRequest) {
+	r.req = proto.Request{}
+	r.errno, r.message = 0, ""
+	r.payload, r.budget = nil, 0
+	r.scratch = r.scratch[:0]
+	r.segments = r.segments[:0]
+	r.status = r.status[:0]
+	// Keep huge scratch buffers (block status replies can reach 1 MiB)
+	// out of the pool.
+	if cap(r.scratch) > 64<<10 {
+		r.scratch = nil
+	}
+	if cap(r.status) > 16<<10 {
+		r.status = nil
+	}
+	serverRequestPool.Put(r)
+}
+
+// reserve appends n bytes to the reply and returns them to be filled
+// before the next reserve call.
+func (r *serverRequest) reserve(n int) []byte {
+	start := len(r.scratch)
+	r.scratch = slices.Grow(r.scratch, n)[:start+n]
+	r.segments = append(r.segments, replySegment{start: start, end: start + n})
+	return r.scratch[start : start+n]
+}
+
+// appendData appends payload bytes to the reply without copying them.
+func (r *serverRequest) appendData(b []byte) {
+	if len(b) > 0 {
+		r.segments = append(r.segments, replySegment{data: b})
+	}
+}
+
+// resetReply drops a reply under construction, such as a partial read
+// that failed.
+func (r *serverRequest) resetReply() {
+	r.scratch = r.scratch[:0]
+	r.segments = r.segments[:0]
+}
+
+// Payload buffers are pooled by power-of-two size class from 4 KiB to
+// proto.MaxPayloadSize.
+const (
+	payloadMinShift = 12
+	payloadMaxShift = 25
+	payloadClasses  = payloadMaxShift - payloadMinShift + 1
+)
+
+var payloadPools [payloadClasses]sync.Pool
+
+func payloadClass(n int) int {
+	if n <= 1<<payloadMinShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - payloadMinShift
+}
+
+// getPayload returns a pooled buffer of at least n bytes, n <=
+// proto.MaxPayloadSize.
+func getPayload(n int) *[]byte {
+	class := payloadClass(n)
+	if p, ok := payloadPools[class].Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, 1<<(class+payloadMinShift))
+	return &b
+}
+
+func putPayload(p *[]byte) {
+	payloadPools[payloadClass(cap(*p))].Put(p)
+}
+
+// Simple and structured reply builders. Each appends a complete reply.
+
+func (r *serverRequest) simpleReply(errno proto.Errno) {
+	proto.EncodeSimpleReply(r.reserve(proto.SimpleReplyHeaderSize), r.req.Cookie, errno)
+}
+
+func (r *serverRequest) chunkHeader(b []byte, flags uint16, typ proto.ReplyType, length int) {
+	proto.ChunkHeader{Flags: flags, Type: typ, Cookie: r.req.Cookie, Length: uint32(length)}.Encode(b)
+}
+
+// errorChunk appends an NBD_REPLY_TYPE_ERROR chunk that ends the reply.
+func (r *serverRequest) errorChunk(errno proto.Errno, message string) {
+	message = message[:min(len(message), maxStringLen)]
+	b := r.reserve(proto.StructuredReplyHeaderSize + 6 + len(message))
+	r.chunkHeader(b, proto.ReplyFlagDone, proto.ReplyTypeError, 6+len(message))
+	p := b[proto.StructuredReplyHeaderSize:]
+	binary.BigEndian.PutUint32(p[0:4], uint32(errno))
+	binary.BigEndian.PutUint16(p[4:6], uint16(len(message)))
+	copy(p[6:], message)
+}
+
+// noneChunk appends the NBD_REPLY_TYPE_NONE chunk that ends a reply.
+func (r *serverRequest) noneChunk() {
+	r.chunkHeader(r.reserve(proto.StructuredReplyHeaderSize), proto.ReplyFlagDone, proto.ReplyTypeNone, 0)
+}
+
+// dataChunk appends an NBD_REPLY_TYPE_OFFSET_DATA chunk for data read at
+// offset.
+func (r *serverRequest) dataChunk(flags uint16, offset uint64, data []byte) {
+	b := r.reserve(proto.StructuredReplyHeaderSize + 8)
+	r.chunkHeader(b, flags, proto.ReplyTypeOffsetData, 8+len(data))
+	binary.BigEndian.PutUint64(b[proto.StructuredReplyHeaderSize:], offset)
+	r.appendData(data)
+}
+
+// holeChunk appends an NBD_REPLY_TYPE_OFFSET_HOLE chunk.
+func (r *serverRequest) holeChunk(flags uint16, offset uint64, length uint32) {
+	b := r.reserve(proto.StructuredReplyHeaderSize + 12)
+	r.chunkHeader(b, flags, proto.ReplyTypeOffsetHole, 12)
+	binary.BigEndian.PutUint64(b[proto.StructuredReplyHeaderSize:], offset)
+	binary.BigEndian.PutUint32(b[proto.StructuredReplyHeaderSize+8:], length)
+}
+
+// replyWriter is the one goroutine that writes replies to a connection.
+// It gathers the replies that are ready into one batch per write: a
+// writev (net.Buffers) on TCP and Unix sockets, or a buffered write on
+// other connections such as TLS sessions.
+type replyWriter struct {
+	t       *transmission
+	conn    net.Conn
+	vectors bool // conn writes net.Buffers with writev
+	bw      *bufio.Writer
+	vec     [][]byte
+	batch   []*serverRequest
+	failed  bool
+}
+
+// maxReplyBatch bounds how many replies one write gathers.
+const maxReplyBatch = 64
+
+func newReplyWriter(t *transmission, conn net.Conn) *replyWriter {
+	w := &replyWriter{t: t, conn: conn}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		w.vectors = true
+	default:
+		w.bw = bufio.NewWriterSize(conn, 64<<10)
+	}
+	return w
+}
+
+// run writes replies until the channel closes. After a write error it
+// keeps draining the channel without writing, so workers can still hand
+// over their replies, and it releases every request's buffers.
+func (w *replyWriter) run(replies <-chan *serverRequest) {
+	for r := range replies {
+		w.batch = append(w.batch[:0], r)
+	gather:
+		for len(w.batch) < maxReplyBatch {
+			select {
+			case r2, ok := <-replies:
+				if !ok {
+					break gather
+				}
+				w.batch = append(w.batch, r2)
+			default:
+				break gather
+			}
+		}
+
+		if !w.failed {
+			if err := w.writeBatch(); err != nil {
+				w.failed = true
+				w.t.writeFailed(err)
+			}
+		}
+		for i, r := range w.batch {
+			w.t.release(r)
+			w.batch[i] = nil
+			w.t.c.requestDone()
+		}
+	}
+}
+
+func (w *replyWriter) writeBatch() error {
+	if err := w.conn.SetWriteDeadline(time.Now().Add(w.t.c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+
+	if w.vectors {
+		w.vec = w.vec[:0]
+		for _, r := range w.batch {
+			w.vec = appendSegments(w.vec, r)
+		}
+		bufs := net.Buffers(w.vec)
+		_, err := bufs.WriteTo(w.conn)
+		clear(w.vec)
+		return err
+	}
+
+	for _, r := range w.batch {
+		for _, s := range r.segments {
+			b := s.data
+			if b == nil {
+				b = r.scratch[s.start:s.end]
+			}
+			if _, err := w.bw.Write(b); err != nil {
+				return err
+			}
+		}
+	}
+	return w.bw.Flush()
+}
+
+func appendSegments(vec [][]byte, r *serverRequest) [][]byte {
+	for _, s := range r.segments {
+		if s.data != nil {
+			vec = append(vec, s.data)
+		} else {
+			vec = append(vec, r.scratch[s.start:s.end])
+		}
+	}
+	return vec
+}

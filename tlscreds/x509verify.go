@@ -1,0 +1,194 @@
+package tlscreds
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// verifyPeerChain checks the certificates a peer sent as QEMU does with
+// verify-peer=on: the chain must lead to a CA in ca-cert.pem, every
+// certificate must be valid now and not revoked by ca-crl.pem, and a
+// server certificate must match hostname. The key purpose of the peer
+// certificate is not checked, as GnuTLS's gnutls_certificate_verify_peers2
+// (which QEMU calls) does not check it either.
+func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string) error {
+	if len(certs) == 0 {
+		return fmt.Errorf("tls-creds-x509: the %s sent no certificate", role)
+	}
+	leaf := certs[0]
+	name := describeCert(leaf)
+
+	intermediates := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		intermediates.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         x.roots,
+		Intermediates: intermediates,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return fmt.Errorf("tls-creds-x509: %s certificate %s: %s", role, name, explainVerifyError(err))
+	}
+
+	if err := x.checkRevoked(chains[0], role); err != nil {
+		return err
+	}
+
+	if hostname != "" && !matchCertHostname(leaf, hostname) {
+		return fmt.Errorf("tls-creds-x509: server certificate %s does not match host name %q (names in it: %s)",
+			name, hostname, certNames(leaf))
+	}
+	return nil
+}
+
+// explainVerifyError turns an x509 verification error into a reason a
+// user can act on.
+func explainVerifyError(err error) string {
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) {
+		c := invalid.Cert
+		switch invalid.Reason {
+		case x509.Expired:
+			now := time.Now()
+			if now.Before(c.NotBefore) {
+				return fmt.Sprintf("is not yet valid (valid from %s)", c.NotBefore.UTC().Format(time.RFC3339))
+			}
+			return fmt.Sprintf("has expired (valid until %s)", c.NotAfter.UTC().Format(time.RFC3339))
+		case x509.NotAuthorizedToSign:
+			return fmt.Sprintf("is issued by %s, which is not a CA", describeCert(c))
+		}
+		return err.Error()
+	}
+	var unknown x509.UnknownAuthorityError
+	if errors.As(err, &unknown) {
+		return fmt.Sprintf("is not issued by a CA in %s (issuer %s)", FileCACert, unknown.Cert.Issuer)
+	}
+	return err.Error()
+}
+
+// checkRevoked fails if ca-crl.pem revokes any certificate in chain.
+func (x *X509) checkRevoked(chain []*x509.Certificate, role string) error {
+	for _, crl := range x.crls {
+		for _, c := range chain {
+			if !sameIssuer(crl, c) {
+				continue
+			}
+			for _, entry := range crl.RevokedCertificateEntries {
+				if entry.SerialNumber.Cmp(c.SerialNumber) == 0 {
+					return fmt.Errorf("tls-creds-x509: %s certificate %s (serial %s) is revoked by %s",
+						role, describeCert(c), c.SerialNumber.Text(16), x.crlPath)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func sameIssuer(crl *x509.RevocationList, c *x509.Certificate) bool {
+	return string(crl.RawIssuer) == string(c.RawIssuer)
+}
+
+func describeCert(c *x509.Certificate) string {
+	if dn, err := FormatDN(c.RawSubject); err == nil && dn != "" {
+		return fmt.Sprintf("%q", dn)
+	}
+	return fmt.Sprintf("with serial %s", c.SerialNumber.Text(16))
+}
+
+func certNames(c *x509.Certificate) string {
+	var names []string
+	names = append(names, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(c.DNSNames) == 0 && c.Subject.CommonName != "" {
+		names = append(names, "CN "+c.Subject.CommonName)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// matchCertHostname matches hostname against a server certificate as
+// GnuTLS 3.7's gnutls_x509_crt_check_hostname does, since that is what
+// QEMU clients accept: an IP address matches an iPAddress name and
+// otherwise falls back to the DNS checks; dNSName names match with a
+// wildcard allowed only at the start of the first label; and the subject
+// CN is used only when the certificate has no dNSName, exactly one CN,
+// and a key purpose that allows a TLS server.
+func matchCertHostname(c *x509.Certificate, hostname string) bool {
+	if ip := net.ParseIP(hostname); ip != nil {
+		for _, certIP := range c.IPAddresses {
+			if certIP.Equal(ip) {
+				return true
+			}
+		}
+	}
+
+	for _, name := range c.DNSNames {
+		if matchHostnamePattern(name, hostname) {
+			return true
+		}
+	}
+	if len(c.DNSNames) > 0 || !allowsServerPurpose(c) {
+		return false
+	}
+	var cns []string
+	for _, attr := range c.Subject.Names {
+		if attr.Type.Equal(oidCommonName) {
+			if s, ok := attr.Value.(string); ok {
+				cns = append(cns, s)
+			}
+		}
+	}
+	return len(cns) == 1 && matchHostnamePattern(cns[0], hostname)
+}
+
+// allowsServerPurpose reports whether a certificate without extended key
+// usage, or with serverAuth or anyExtendedKeyUsage, may serve TLS.
+func allowsServerPurpose(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+// matchHostnamePattern compares a certificate name with a host name,
+// ignoring ASCII case. A leading "*" matches any run of characters within
+// the first label, and only if the pattern has at least two more labels
+// (so "*.com" matches nothing). Names with non-printable bytes must match
+// exactly.
+func matchHostnamePattern(pattern, hostname string) bool {
+	if !isPrintableASCII([]byte(pattern)) {
+		return pattern == hostname
+	}
+	if !strings.HasPrefix(pattern, "*") {
+		return strings.EqualFold(pattern, hostname)
+	}
+
+	last := strings.LastIndexByte(pattern, '.')
+	if last < 0 || strings.IndexByte(pattern, '.') == last || last == len(pattern)-1 {
+		return false
+	}
+	suffix := pattern[1:]
+	for i := 0; i <= len(hostname); i++ {
+		if strings.EqualFold(suffix, hostname[i:]) {
+			return true
+		}
+		if i == len(hostname) || hostname[i] == '.' {
+			break
+		}
+	}
+	return false
+}
