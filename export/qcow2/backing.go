@@ -107,7 +107,7 @@ func (r *rawLayer) readAt(p []byte, off int64) error {
 // does), with holes found by SEEK_HOLE reading as zeroes.
 func (r *rawLayer) status(off, length int64) (int64, int, bool, error) {
 	if off >= r.size {
-		return length, 0, true, nil
+		return length, 1, true, nil
 	}
 	length = min(length, r.size-off)
 	data, hole, err := seekDataHole(r.f, off)

@@ -121,7 +121,7 @@ func init() {
 	export.Register(export.Plugin{
 		Name:        "qcow2",
 		Description: "qcow2 image (versions 2 and 3) with backing files, read-write",
-		Keys:        []string{"filename", "read-only", "discard", "cache", "snapshot", "load-snapshot", "detect-zeroes"},
+		Keys:        []string{"filename", "read-only", "discard", "cache", "snapshot", "load-snapshot", "detect-zeroes", "aio"},
 		Open: func(o export.Options) (export.Backend, error) {
 			path, opts, err := parseOptions(o)
 			if err != nil {

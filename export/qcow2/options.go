@@ -18,6 +18,8 @@ func parseOptions(o export.Options) (string, Options, error) {
 		var err error
 		switch key {
 		case "filename":
+		case "aio":
+			// gonbd has one I/O path; QEMU's AIO modes do not apply.
 		case "read-only":
 			opts.ReadOnly, err = parseBool(key, value)
 		case "snapshot":
@@ -47,8 +49,12 @@ func parseOptions(o export.Options) (string, Options, error) {
 			default:
 				err = fmt.Errorf("qcow2: invalid detect-zeroes=%q: use off, on or unmap", value)
 			}
+		case "offset":
+			if value != "0" {
+				err = fmt.Errorf("qcow2: offset=%s is not supported for qcow2 images: serve the whole disk", value)
+			}
 		default:
-			err = fmt.Errorf("qcow2: unknown option %q (known: filename, read-only, discard, cache, snapshot, load-snapshot, detect-zeroes)", key)
+			err = fmt.Errorf("qcow2: unknown option %q (known: filename, read-only, discard, cache, snapshot, load-snapshot, detect-zeroes, aio)", key)
 		}
 		if err != nil {
 			return "", opts, err

@@ -11,10 +11,12 @@ import (
 // rest.
 const maxExtents = 1024
 
-// status implements layer.
+// status implements layer. Like QEMU's block layer (qemu-nbd 7.2), the
+// zeroes past the end of a short backing image count as allocated in that
+// image.
 func (img *Image) status(off, length int64) (int64, int, bool, error) {
 	if off >= img.size {
-		return length, 0, true, nil
+		return length, 1, true, nil
 	}
 	length = min(length, img.size-off)
 	img.mu.RLock()

@@ -67,7 +67,9 @@ func (img *Image) Trim(off, length int64) error {
 	if err := img.checkRange(off, length); err != nil {
 		return err
 	}
-	if !img.opts.Discard {
+	// Without zero clusters (version 2) a discarded cluster would show
+	// stale data of the backing file, so QEMU ignores the request.
+	if !img.opts.Discard || (img.hdr.version < 3 && img.backing != nil) {
 		return nil
 	}
 	start, end := img.wholeClusters(off, length)
@@ -144,14 +146,13 @@ func (img *Image) zeroEntry(e, bitmap uint64, mayTrim bool) (uint64, uint64) {
 
 // trimEntry returns the L2 entry and bitmap of a discarded cluster.
 func (img *Image) trimEntry(e, bitmap uint64) (uint64, uint64) {
-	if e == 0 && bitmap == 0 && img.backing == nil {
+	switch {
+	case e == 0 && bitmap == 0 && img.backing == nil:
 		return e, bitmap
-	}
-	if img.extendedL2 {
+	case img.extendedL2:
 		return 0, bitmapAllZero
-	}
-	if img.hdr.version < 3 {
-		return 0, 0
+	case img.hdr.version < 3:
+		return 0, 0 // no backing file: reads as zeroes
 	}
 	return entryZero, 0
 }
