@@ -13,13 +13,11 @@ import (
 // relative name against the directory of img. depth is img's depth.
 func openBacking(img *Image, depth int) (layer, error) {
 	if depth+1 >= maxChainDepth {
-		return nil, fmt.Errorf("backing chain deeper than %d images (a loop?)", maxChainDepth)
+		return nil, fmt.Errorf("backing chain deeper than %d images: it may loop, check it with qemu-img info --backing-chain", maxChainDepth)
 	}
 	name := img.hdr.backingFile
-	if strings.HasPrefix(name, "json:") || (strings.Contains(name, ":") && !strings.HasPrefix(name, "/") && !strings.HasPrefix(name, "file:")) {
-		if _, err := os.Stat(filepath.Join(filepath.Dir(img.path), name)); err != nil {
-			return nil, fmt.Errorf("backing file %q uses a protocol or json: name, which is not supported: rebase the image onto a local file", name)
-		}
+	if strings.HasPrefix(name, "json:") || strings.Contains(name, "://") {
+		return nil, fmt.Errorf("backing file %q is a json: or protocol name, which gonbd does not support: rebase the image onto a local file", name)
 	}
 	name = strings.TrimPrefix(name, "file:")
 	path := name

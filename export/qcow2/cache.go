@@ -61,7 +61,7 @@ func (c *tableCache) put(off int64, table []byte) []byte {
 	return table
 }
 
-// drop forgets the table at off, after its cluster was freed.
+// drop removes the table at off from the cache after its cluster was freed.
 func (c *tableCache) drop(off int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

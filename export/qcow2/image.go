@@ -313,7 +313,7 @@ func (img *Image) setIncompatible(bits uint64) error {
 
 // markDirty sets the dirty bit before the first metadata change of an image
 // with lazy refcounts, as QEMU does. gonbd still updates every refcount at
-// once, so the bit only tells other tools to check the image.
+// once, so the bit only marks the image for other tools to check.
 func (img *Image) markDirty() error {
 	if img.markedDirty || img.hdr.compatible&compatLazyRefcounts == 0 || img.hdr.version < 3 {
 		return nil

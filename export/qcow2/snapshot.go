@@ -60,7 +60,7 @@ func (img *Image) readSnapshotTable() ([]snapshot, error) {
 		img.snapshotTableSize += int64(40+len(rest)+7) &^ 7
 		if pad := (40 + len(rest)) % 8; pad != 0 {
 			// QEMU does not write the padding of the last entry at the
-			// end of the file; a missing padding of an earlier entry
+			// end of the file. A missing padding of an earlier entry
 			// fails the next entry's read.
 			_, _ = r.Discard(8 - pad)
 		}

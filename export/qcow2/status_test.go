@@ -93,9 +93,9 @@ func TestExtentsMatchQemuImgMap(t *testing.T) {
 
 			wantFlags, wantDepth := statusFromMap(qemuMap(t, top))
 			require.Equal(t, wantFlags, gotFlags, "base:allocation per sector")
-			// qemu-img map calls the zeroes past the 3 MiB base
-			// unallocated; qemu-nbd, which gonbd follows, says the base
-			// allocates them (depth 2).
+			// qemu-img map reports the zeroes past the 3 MiB base as
+			// unallocated, but qemu-nbd, which gonbd follows, reports
+			// them as allocated in the base (depth 2).
 			baseEnd := (3 << 20) / 512
 			require.Equal(t, wantDepth[:baseEnd], gotDepth[:baseEnd], "allocation depth per sector")
 			for i := baseEnd; i < len(gotDepth); i++ {

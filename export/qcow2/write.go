@@ -8,8 +8,8 @@ import (
 )
 
 // WriteAt writes p at off. Writes into clusters that are allocated and
-// not shared go straight to the file under the shared metadata lock;
-// anything else takes the lock exclusively to allocate.
+// not shared go straight to the file under the shared metadata lock.
+// Any other write takes the lock exclusively to allocate.
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if img.readOnly {
 		return 0, export.ErrReadOnly

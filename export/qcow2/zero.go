@@ -7,10 +7,9 @@ import (
 )
 
 // Zero makes [off, off+length) read as zeroes. Whole clusters become zero
-// clusters in the L2 table (version 3) or unallocated clusters (version 2
-// without a backing file); with ZeroMayTrim their host clusters are freed.
-// Partial clusters, and version 2 images with a backing file, get zeroes
-// written.
+// clusters (version 3) or unallocated clusters (version 2 without a
+// backing file), and ZeroMayTrim frees their host clusters. Partial
+// clusters, and version 2 images with a backing file, get zeroes written.
 func (img *Image) Zero(off, length int64, flags export.ZeroFlags) error {
 	if img.readOnly {
 		return export.ErrReadOnly
