@@ -83,7 +83,8 @@ func Start(tb testing.TB, opts ...Option) *Server {
 		return nil
 	}
 	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
+		// A test that called Close has seen its error already.
+		if first, err := s.close(); first && err != nil {
 			tb.Errorf("nbdtest: %v", err)
 		}
 	})
@@ -151,8 +152,17 @@ func start(cfg *config, dir string) (*Server, error) {
 // connection to close, at most for the shutdown timeout. Start's cleanup
 // calls it. Later calls return the first call's result.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.shutdown() })
-	return s.closeErr
+	_, err := s.close()
+	return err
+}
+
+// close runs the shutdown once; first reports whether this call ran it.
+func (s *Server) close() (first bool, err error) {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.shutdown()
+		first = true
+	})
+	return first, s.closeErr
 }
 
 func (s *Server) shutdown() error {
@@ -167,13 +177,17 @@ func (s *Server) shutdown() error {
 		errs = append(errs, fmt.Errorf("shut down server on %s: %w", s.addr, err))
 	}
 
+	// Serve returns as soon as Shutdown closes the listener, so this
+	// wait is short; it gets its own timer because ctx may have expired.
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
 	select {
 	case <-s.serveDone:
 		if s.serveErr != nil && !errors.Is(s.serveErr, nbd.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("serve on %s: %w", s.addr, s.serveErr))
 		}
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("accept loop on %s still running %s after shutdown began", s.addr, s.timeout))
+	case <-timer.C:
+		errs = append(errs, fmt.Errorf("accept loop on %s still running %s after shutdown", s.addr, s.timeout))
 	}
 	return errors.Join(errs...)
 }
