@@ -75,6 +75,10 @@ func TestNBDTestQemuIoReadOnly(t *testing.T) {
 
 	r := run(t, qemuIo, append([]string{"-c", "write -P 1 0 512"}, srv.QEMUArgs()...)...)
 	assert.NotEqual(t, 0, r.code, "qemu-io write to a read-only export must fail:\n%s%s", r.stdout, r.stderr)
+	// qemu-io 7.2 sees NBD_FLAG_READ_ONLY and fails to open the image
+	// read-write ("Permission denied"), so no write reaches the server.
+	out := mustRun(t, qemuIo, append([]string{"-r", "-c", "read -P 0 0 512"}, srv.QEMUArgs()...)...)
+	assert.NotContains(t, out, "Pattern verification failed")
 
 	got := make([]byte, 512)
 	_, err := srv.Backend().ReadAt(got, 0)
@@ -145,4 +149,33 @@ func TestNBDTestFileBackend(t *testing.T) {
 
 	require.NoError(t, srv.Close(), "Close flushes the file")
 	sameFiles(t, src, img)
+}
+
+// TestNBDTestNbdinfoExportName checks that libnbd decodes the export name
+// that URI percent-encodes.
+func TestNBDTestNbdinfoExportName(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	srv := nbdtest.Start(t, nbdtest.PSK(), nbdtest.ExportName("disk one"))
+
+	out := mustRun(t, nbdinfo, "--json", srv.URI())
+	var info struct {
+		Exports []map[string]any `json:"exports"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+	require.Len(t, info.Exports, 1)
+	assert.Equal(t, "disk one", info.Exports[0]["export-name"])
+}
+
+// TestNBDTestQemuImgExportName checks that QEMUArgs escapes a comma in the
+// export name for QemuOpts.
+func TestNBDTestQemuImgExportName(t *testing.T) {
+	qemuImg := requireTool(t, "qemu-img")
+	srv := nbdtest.Start(t, nbdtest.X509(), nbdtest.ExportName("disk,one"), nbdtest.Size(2<<20))
+
+	out := mustRun(t, qemuImg, append([]string{"info", "--output=json"}, srv.QEMUArgs()...)...)
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &info), out)
+	assert.Equal(t, int64(2<<20), info.VirtualSize)
 }

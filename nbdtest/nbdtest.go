@@ -91,7 +91,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	return s
 }
 
-// start builds and starts the server; dir receives the credentials.
+// start builds and starts the server. The credentials go under dir.
 func start(cfg *config, dir string) (*Server, error) {
 	backend := cfg.backend
 	if backend == nil {
@@ -156,7 +156,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-// close runs the shutdown once; first reports whether this call ran it.
+// close runs the shutdown once and reports whether this call ran it.
 func (s *Server) close() (first bool, err error) {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.shutdown()
@@ -177,8 +177,8 @@ func (s *Server) shutdown() error {
 		errs = append(errs, fmt.Errorf("shut down server on %s: %w", s.addr, err))
 	}
 
-	// Serve returns as soon as Shutdown closes the listener, so this
-	// wait is short; it gets its own timer because ctx may have expired.
+	// Serve returns as soon as Shutdown closes the listener, so this wait
+	// is short. It gets its own timer because ctx may have expired.
 	timer := time.NewTimer(s.timeout)
 	defer timer.Stop()
 	select {
@@ -219,8 +219,8 @@ func (s *Server) CredsDir() string { return s.credsDir }
 // PSKFile returns the path of keys.psk, or "" unless the server uses PSK.
 func (s *Server) PSKFile() string { return s.pskFile }
 
-// URI returns an NBD URI for the export that nbdinfo, nbdcopy, nbdsh and
-// nbd.Dial accept, with the credentials in its query:
+// URI returns an NBD URI for the export that libnbd tools (nbdinfo,
+// nbdcopy) and nbd.Dial accept, with the credentials in its query:
 //
 //	nbd://127.0.0.1:PORT/
 //	nbds://alice@127.0.0.1:PORT/?tls-psk-file=DIR/keys.psk
