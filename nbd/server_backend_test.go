@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"syscall"
@@ -21,8 +22,10 @@ type testBackend struct {
 	fuaCount int
 	failWith error
 	readOnly bool
-	// gate, when non-nil, blocks reads until it is closed.
-	gate chan struct{}
+	// gate, when non-nil, blocks reads until it is closed; each blocked
+	// read first sends on entered, if that is non-nil.
+	gate    chan struct{}
+	entered chan struct{}
 	// fastZero is what CanFastZero reports.
 	fastZero bool
 	// noFastZero makes Zero with ZeroFast fail.
@@ -43,6 +46,9 @@ func newTestBackend(size int) *testBackend {
 
 func (b *testBackend) ReadAt(p []byte, off int64) (int, error) {
 	if b.gate != nil {
+		if b.entered != nil {
+			b.entered <- struct{}{}
+		}
 		<-b.gate
 	}
 	b.mu.Lock()
@@ -161,6 +167,20 @@ func (b *testBackend) AllocationDepth(ctx context.Context, off, n int64) ([]expo
 func (b *testBackend) ReadOnly() bool     { return b.readOnly }
 func (b *testBackend) CanMultiConn() bool { return true }
 func (b *testBackend) Rotational() bool   { return false }
+
+// counters returns the number of syncs and FUA writes so far.
+func (b *testBackend) counters() (syncs, fua int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.syncs, b.fuaCount
+}
+
+// snapshot returns a copy of the data and the last zero flags.
+func (b *testBackend) snapshot() ([]byte, export.ZeroFlags, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.data), b.lastZero, b.cached
+}
 
 // plainBackend implements only the minimum contract.
 type plainBackend struct{ tb *testBackend }

@@ -73,7 +73,7 @@ func (t *transmission) check(q *proto.Request) (proto.Errno, string) {
 }
 
 // allowedFlags returns the command flags valid for cmd on this
-// connection, and whether cmd is a command the server knows.
+// connection, and whether the server implements cmd.
 func (t *transmission) allowedFlags(cmd proto.Command) (proto.CommandFlags, bool) {
 	var f proto.CommandFlags
 	if t.flags&proto.FlagSendFUA != 0 {
@@ -135,8 +135,15 @@ func (t *transmission) handle(r *serverRequest) {
 	if err != nil {
 		r.resetReply()
 		errno := errnoFor(err)
-		t.c.log.Debug("request failed", "command", r.req.Command, "offset", r.req.Offset, "length", r.req.Length, "errno", errno, "error", err)
-		t.replyError(r, errno, err.Error())
+		logArgs := []any{"export", t.export.Name, "command", r.req.Command, "offset", r.req.Offset, "length", r.req.Length, "errno", errno, "error", err}
+		if errors.Is(err, export.ErrFastZeroUnsupported) {
+			t.c.log.Debug("request failed", logArgs...)
+		} else {
+			// NOTE: a failing disk logs once per failed request; there
+			// is no rate limit.
+			t.c.log.Warn("request failed", logArgs...)
+		}
+		t.replyError(r, errno, errorMessage(r.req.Command, err, errno))
 		return
 	}
 	if len(r.segments) == 0 {
@@ -185,7 +192,7 @@ func (t *transmission) cmdRead(r *serverRequest) error {
 	return nil
 }
 
-// readFullAt reads len(p) bytes at off; a short read is an error.
+// readFullAt reads len(p) bytes at off. A short read is an error.
 func readFullAt(b export.Backend, p []byte, off int64) error {
 	n, err := b.ReadAt(p, off)
 	if n == len(p) {

@@ -33,6 +33,8 @@ type serverConn struct {
 	// shutdownStarted mirrors shuttingDown for the reader's per-request
 	// check without the mutex.
 	shutdownStarted atomic.Bool
+	// inFlight counts requests read but not yet replied to.
+	inFlight atomic.Int64
 
 	// Negotiation state. STARTTLS resets structured and meta.
 	handshakeDeadline time.Time
@@ -78,6 +80,7 @@ func (c *serverConn) serve(ctx context.Context) {
 		c.logHandshakeEnd(err)
 		return
 	}
+	c.srv.markNegotiated()
 
 	tlsOn := "no"
 	if c.tls != nil {
@@ -97,7 +100,7 @@ func (c *serverConn) serve(ctx context.Context) {
 func (c *serverConn) logHandshakeEnd(err error) {
 	switch {
 	case errors.Is(err, errConnDone):
-		c.log.Debug("handshake ended by client")
+		c.log.Debug("handshake ended")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		c.log.Info("handshake failed", "reason", "client closed the connection")
 	case isTimeout(err) && c.isShuttingDown():
@@ -133,19 +136,31 @@ func (c *serverConn) isShuttingDown() bool {
 	return c.shuttingDown
 }
 
-// beginShutdown makes blocked reads return at once. A negotiating client
-// is dropped; a transmitting one gets ESHUTDOWN for every request it has
-// already sent that the server has not yet read, then the connection
-// closes after in-flight requests finish.
+// beginShutdown drops a negotiating client at once. A transmitting
+// client keeps being read while requests are in flight, and every
+// request read from now on gets an ESHUTDOWN reply. Once none is in
+// flight the reader stops and the connection closes.
 func (c *serverConn) beginShutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.shuttingDown = true
 	c.shutdownStarted.Store(true)
-	if c.inTransmission {
-		_ = c.conn.SetReadDeadline(time.Now())
-	} else {
+	if !c.inTransmission {
 		_ = c.conn.SetDeadline(time.Now())
+		return
+	}
+	if c.inFlight.Load() == 0 {
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+}
+
+// requestDone counts a finished request; the last one to finish during
+// shutdown stops the reader.
+func (c *serverConn) requestDone() {
+	if c.inFlight.Add(-1) == 0 && c.shutdownStarted.Load() {
+		c.mu.Lock()
+		_ = c.conn.SetReadDeadline(time.Now())
+		c.mu.Unlock()
 	}
 }
 

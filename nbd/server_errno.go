@@ -8,9 +8,20 @@ import (
 	"github.com/gonbd/gonbd/nbd/proto"
 )
 
+// errorMessage returns the text of an error chunk. It names the system
+// error but not the backend's full error, which may contain server-side
+// file names.
+func errorMessage(cmd proto.Command, err error, errno proto.Errno) string {
+	var se syscall.Errno
+	if errors.As(err, &se) {
+		return cmd.String() + " failed: " + se.Error()
+	}
+	return cmd.String() + " failed: " + errno.String()
+}
+
 // errnoFor maps a backend error to the NBD error sent to the client. The
 // protocol defines only a few values; the rest become EIO. EDQUOT and
-// EFBIG become ENOSPC, as the protocol asks.
+// EFBIG become ENOSPC, as the protocol recommends.
 func errnoFor(err error) proto.Errno {
 	var pe proto.Errno
 	switch {

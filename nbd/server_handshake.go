@@ -28,7 +28,8 @@ const (
 	discardChunk = 16 << 10
 )
 
-// optionResult is what an option handler decided.
+// optionResult is an option handler's decision: the final reply and
+// what follows it.
 type optionResult struct {
 	reply   proto.Reply // final reply, 0 for EXPORT_NAME (which has none)
 	message string      // text sent with an error reply
@@ -104,9 +105,9 @@ func (c *serverConn) readClientFlags() error {
 		return fmt.Errorf("client sent unknown client flags %#x", unknown)
 	}
 	if flags&proto.ClientFlagFixedNewstyle == 0 {
-		// Without fixed newstyle a client may only send EXPORT_NAME;
-		// gonbd still answers other options, which such a client never
-		// sends.
+		// Without fixed newstyle a client may only send EXPORT_NAME.
+		// gonbd still replies to other options, which such a client
+		// does not send.
 		c.log.Debug("client did not set NBD_FLAG_C_FIXED_NEWSTYLE")
 	}
 	c.noZeroes = flags&proto.ClientFlagNoZeroes != 0
@@ -218,7 +219,11 @@ func (c *serverConn) discard(n uint32) error {
 		return nil
 	}
 	buf := make([]byte, min(int(n), discardChunk))
-	if _, err := io.CopyBuffer(io.Discard, io.LimitReader(c.current(), int64(n)), buf); err != nil {
+	copied, err := io.CopyBuffer(io.Discard, io.LimitReader(c.current(), int64(n)), buf)
+	if err == nil && copied < int64(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return fmt.Errorf("skip %d bytes of option data: %w", n, err)
 	}
 	return nil

@@ -192,8 +192,8 @@ func newReplyWriter(t *transmission, conn net.Conn) *replyWriter {
 }
 
 // run writes replies until the channel closes. After a write error it
-// keeps draining the channel, so workers never block, and releases every
-// request's buffers.
+// keeps draining the channel without writing, so workers can still hand
+// over their replies, and it releases every request's buffers.
 func (w *replyWriter) run(replies <-chan *serverRequest) {
 	for r := range replies {
 		w.batch = append(w.batch[:0], r)
@@ -219,6 +219,7 @@ func (w *replyWriter) run(replies <-chan *serverRequest) {
 		for i, r := range w.batch {
 			w.t.release(r)
 			w.batch[i] = nil
+			w.t.c.requestDone()
 		}
 	}
 }

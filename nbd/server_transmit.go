@@ -141,6 +141,8 @@ func (t *transmission) readRequests() error {
 
 		r.errno, r.message = t.check(&r.req)
 		if t.c.shutdownStarted.Load() {
+			// The protocol recommends ESHUTDOWN for requests received
+			// once shutdown has begun.
 			r.errno, r.message = proto.ESHUTDOWN, "server is shutting down"
 		}
 		if r.req.Command == proto.CmdWrite {
@@ -152,6 +154,7 @@ func (t *transmission) readRequests() error {
 		if r.errno == 0 && r.req.Command == proto.CmdRead {
 			t.acquirePayload(r, int(r.req.Length))
 		}
+		t.c.inFlight.Add(1)
 		t.jobs <- r
 	}
 }
@@ -181,6 +184,9 @@ func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) erro
 		t.c.log.Warn("protocol violation, closing", "reason", fmt.Sprintf("write of %d bytes exceeds the maximum payload of %d", n, proto.MaxPayloadSize))
 		return errConnDone
 	}
+	if n == 0 {
+		return nil
+	}
 	if r.errno != 0 {
 		if _, err := br.Discard(int(n)); err != nil {
 			return t.readError(err)
@@ -189,7 +195,7 @@ func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) erro
 	}
 	t.acquirePayload(r, int(n))
 	if _, err := io.ReadFull(br, (*r.payload)[:n]); err != nil {
-		t.release(r)
+		t.releaseBuffers(r)
 		return t.readError(err)
 	}
 	return nil
@@ -206,11 +212,17 @@ func (t *transmission) acquirePayload(r *serverRequest, n int) {
 
 // release returns r's buffer and budget, and r itself, to their pools.
 func (t *transmission) release(r *serverRequest) {
+	t.releaseBuffers(r)
+	putServerRequest(r)
+}
+
+func (t *transmission) releaseBuffers(r *serverRequest) {
 	if r.payload != nil {
 		putPayload(r.payload)
+		r.payload = nil
 	}
 	t.budget.release(r.budget)
-	putServerRequest(r)
+	r.budget = 0
 }
 
 // work runs requests until the reader closes the job channel.
