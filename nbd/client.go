@@ -102,7 +102,7 @@ func newClient(n *Negotiation, info *ExportInfo, contexts []metaContext) *Client
 	return c
 }
 
-// Info returns what the server told about the export.
+// Info returns the export details the server sent.
 func (c *Client) Info() ExportInfo { return c.info }
 
 // Size returns the export size in bytes.

@@ -8,9 +8,9 @@ import (
 )
 
 // Client errors come in two kinds. An *OptionError or a *RequestError is
-// the server's answer to one option or one request; the connection stays
-// usable. A *ProtocolError means the server broke the protocol, and the
-// client has dropped the connection.
+// the server's error reply to one option or one request, and the
+// connection stays usable. A *ProtocolError means the server broke the
+// protocol, and the client has dropped the connection.
 
 // ErrClientClosed is returned by requests made after Close, or pending
 // when Close ran.

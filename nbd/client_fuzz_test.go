@@ -37,8 +37,8 @@ var fuzzRequests = []struct {
 }
 
 // runTransmission sends fuzzRequests on a fresh Client with structured
-// replies and base:allocation as context ID 1, answers them with
-// replies, and returns each request's error.
+// replies and base:allocation as context ID 1, sends replies as the
+// server, and returns each request's error.
 func runTransmission(t *testing.T, replies []byte) []error {
 	clientConn, serverConn := net.Pipe()
 	serverDone := make(chan struct{})
@@ -91,7 +91,7 @@ func runTransmission(t *testing.T, replies []byte) []error {
 // runNegotiation runs every negotiation step against a server that sends
 // stream, and returns what Go reports about the export (nil if Go fails).
 // Transmission is left to runTransmission: here the reader goroutine could
-// see replies before the requests they answer.
+// see replies before the requests they belong to.
 func runNegotiation(t *testing.T, stream []byte) *ExportInfo {
 	clientConn, serverConn := net.Pipe()
 	serverDone := make(chan struct{})
@@ -172,7 +172,7 @@ func concat(parts ...[]byte) []byte {
 	return out
 }
 
-// goodReplies answers fuzzRequests correctly, out of order.
+// goodReplies replies to fuzzRequests correctly, out of order.
 func goodReplies() []byte {
 	return concat(
 		simpleReply(4, 0, nil),

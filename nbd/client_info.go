@@ -68,7 +68,7 @@ func (n *Negotiation) List(ctx context.Context) ([]ExportEntry, error) {
 			}
 			out = append(out, e)
 		default:
-			return nil, protocolErrorf("%s answered with %s", proto.OptList, hdr.Reply)
+			return nil, protocolErrorf("%s got reply %s", proto.OptList, hdr.Reply)
 		}
 	}
 	return nil, protocolErrorf("%s sent more than %d exports", proto.OptList, maxOptionReplies)
@@ -89,7 +89,7 @@ func decodeRepServer(p []byte) (ExportEntry, error) {
 }
 
 // Info sends NBD_OPT_INFO for the export name ("" selects the
-// negotiation's default export) and returns what the server tells.
+// negotiation's default export) and returns the details the server sends.
 func (n *Negotiation) Info(ctx context.Context, name string) (*ExportInfo, error) {
 	if n.oldstyle != nil {
 		info := *n.oldstyle
@@ -153,7 +153,7 @@ func (n *Negotiation) infoOrGo(opt proto.Option, name string) (*ExportInfo, erro
 			}
 			haveExport = haveExport || isExport
 		default:
-			return nil, protocolErrorf("%s answered with %s", opt, hdr.Reply)
+			return nil, protocolErrorf("%s got reply %s", opt, hdr.Reply)
 		}
 	}
 	return nil, protocolErrorf("%s sent more than %d replies", opt, maxOptionReplies)
@@ -214,7 +214,7 @@ func (i *ExportInfo) checkBlockSizes() error {
 }
 
 // ListMetaContexts sends NBD_OPT_LIST_META_CONTEXT for an export and
-// returns the context names. No queries asks for every context.
+// returns the context names. With no queries the server lists every context.
 func (n *Negotiation) ListMetaContexts(ctx context.Context, export string, queries ...string) ([]string, error) {
 	if err := n.requireOptions(proto.OptListMetaContext); err != nil {
 		return nil, err
@@ -274,7 +274,7 @@ func (n *Negotiation) metaContextOption(opt proto.Option, export string, queries
 			}
 			out = append(out, metaContext{id: binary.BigEndian.Uint32(p[0:4]), name: string(p[4:])})
 		default:
-			return nil, protocolErrorf("%s answered with %s", opt, hdr.Reply)
+			return nil, protocolErrorf("%s got reply %s", opt, hdr.Reply)
 		}
 	}
 	return nil, protocolErrorf("%s sent more than %d replies", opt, maxOptionReplies)

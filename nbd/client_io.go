@@ -23,7 +23,7 @@ type BlockExtent struct {
 const (
 	// defaultMaxPayload is the read and write size used when the server
 	// names none, and the most the client sends in one request: the
-	// protocol tells clients to assume 32 MiB.
+	// protocol document sets 32 MiB as the default.
 	defaultMaxPayload = 32 << 20
 	// maxRangeRequest is the largest trim, zero or cache request. Lengths
 	// are 32-bit on the wire; 2 GiB is a multiple of every valid minimum
@@ -205,7 +205,7 @@ func (c *Client) Zero(off, length int64, opts ...ZeroOption) error {
 	return c.pieces(proto.CmdWriteZeroes, flags, off, length, maxRangeRequest, nil)
 }
 
-// Cache asks the server to prefetch a range (NBD_CMD_CACHE).
+// Cache requests that the server prefetch a range (NBD_CMD_CACHE).
 func (c *Client) Cache(off, length int64) error {
 	if err := c.requireFlag(proto.CmdCache, proto.FlagSendCache, "NBD_FLAG_SEND_CACHE"); err != nil {
 		return err

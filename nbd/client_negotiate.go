@@ -265,7 +265,7 @@ func (n *Negotiation) startTLS(ctx context.Context) error {
 		return err
 	}
 	if hdr.Reply != proto.RepAck || hdr.Length != 0 {
-		return protocolErrorf("%s answered with %s of length %d, want NBD_REP_ACK", proto.OptStartTLS, hdr.Reply, hdr.Length)
+		return protocolErrorf("%s got reply %s of length %d, want NBD_REP_ACK", proto.OptStartTLS, hdr.Reply, hdr.Length)
 	}
 
 	tlsConn, err := n.cfg.tls.ClientHandshake(ctx, n.conn, n.cfg.tlsHostname)
@@ -291,7 +291,7 @@ func (n *Negotiation) negotiateStructuredReplies() error {
 	case err != nil:
 		return err
 	case hdr.Reply != proto.RepAck:
-		return protocolErrorf("%s answered with %s, want NBD_REP_ACK", proto.OptStructuredReply, hdr.Reply)
+		return protocolErrorf("%s got reply %s, want NBD_REP_ACK", proto.OptStructuredReply, hdr.Reply)
 	}
 	n.structured = true
 	return nil
@@ -333,7 +333,7 @@ func (n *Negotiation) requireOptions(opt proto.Option) error {
 		return errors.New("nbd: negotiation already finished")
 	}
 	if n.oldstyle != nil || !n.fixed {
-		return fmt.Errorf("nbd: the %s server cannot answer %s", n.protocol, opt)
+		return fmt.Errorf("nbd: the %s server cannot handle %s", n.protocol, opt)
 	}
 	return nil
 }

@@ -48,13 +48,13 @@ func newClientConfig(opts []DialOption) *clientConfig {
 }
 
 // WithTLS makes the client upgrade the connection with NBD_OPT_STARTTLS
-// using creds. TLS is required unless WithTLSMode says otherwise.
+// using creds. TLS is required unless WithTLSMode sets another mode.
 func WithTLS(creds tlscreds.Client) DialOption {
 	return func(c *clientConfig) { c.tls = creds }
 }
 
 // WithTLSMode sets whether TLS is required (the default with credentials,
-// and qemu's behaviour) or optional (TLSOptional: a server that answers
+// and qemu's behaviour) or optional (TLSOptional: a server that replies to
 // STARTTLS with NBD_REP_ERR_POLICY or NBD_REP_ERR_UNSUP is used in
 // plaintext). TLSOff disables TLS even if credentials are set.
 func WithTLSMode(mode TLSMode) DialOption {

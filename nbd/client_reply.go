@@ -14,8 +14,8 @@ import (
 // buffer and is bounded by the request.
 const (
 	// maxBlockStatusChunk is the largest NBD_REPLY_TYPE_BLOCK_STATUS
-	// payload accepted: the protocol tells servers to send at most 2^20
-	// extents per chunk.
+	// payload accepted: servers SHOULD NOT send more than 2^20 extents
+	// per chunk, per the protocol document.
 	maxBlockStatusChunk = 4 + 8<<20
 	// maxErrorChunk bounds an error chunk: a 4096-byte message plus the
 	// fixed fields.

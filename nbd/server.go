@@ -107,7 +107,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
-	everConn  bool          // a client has connected at least once
+	everConn  bool          // a client has finished negotiating at least once
 	idle      chan struct{} // closed when the last client left (non-persistent)
 	closing   chan struct{} // closed when Shutdown starts
 	shutdown  bool
@@ -360,6 +360,16 @@ func (s *Server) addConn(c *serverConn) bool {
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	return true
+}
+
+// markNegotiated records that a client reached transmission. Like
+// qemu-nbd, a non-persistent server only stops after such a client: a
+// port probe, a failed handshake or an nbdinfo --list that aborts does not
+// end it.
+func (s *Server) markNegotiated() {
+	s.mu.Lock()
+	s.everConn = true
+	s.mu.Unlock()
 }
 
 func (s *Server) removeConn(c *serverConn) {

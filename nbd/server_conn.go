@@ -80,6 +80,7 @@ func (c *serverConn) serve(ctx context.Context) {
 		c.logHandshakeEnd(err)
 		return
 	}
+	c.srv.markNegotiated()
 
 	tlsOn := "no"
 	if c.tls != nil {

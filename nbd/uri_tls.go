@@ -1,7 +1,6 @@
 package nbd
 
 import (
-	"errors"
 	"fmt"
 	"os/user"
 
@@ -13,10 +12,6 @@ import (
 // parameters of an NBD URI. It returns nil credentials, and no error, when
 // the URI names none.
 type URICredentialsLoader func(u *URI, logger hclog.Logger) (tlscreds.Client, error)
-
-// errURICredentialsUnavailable is returned until the tlscreds loaders are
-// wired into LoadURICredentials.
-var errURICredentialsUnavailable = errors.New("this build cannot load TLS credentials named in a URI yet; pass them with --tls-creds")
 
 // LoadURICredentials is the default URICredentialsLoader: tls-certificates
 // names an x509 directory (ca-cert.pem, client-cert.pem, client-key.pem)
@@ -37,19 +32,32 @@ func LoadURICredentials(u *URI, logger hclog.Logger) (tlscreds.Client, error) {
 		if u.TLSType == "psk" {
 			return nil, fmt.Errorf("NBD URI has tls-type=psk but names tls-certificates; use tls-psk-file")
 		}
-		// TODO: return tlscreds.LoadX509(tlscreds.X509Config{Dir:
-		// u.TLSCertificates, Endpoint: tlscreds.EndpointClient,
-		// VerifyPeer: u.TLSVerifyPeer == nil || *u.TLSVerifyPeer, Logger:
-		// logger}) once the x509 loader is in main.
-		return nil, fmt.Errorf("load x509 credentials from %s: %w", u.TLSCertificates, errURICredentialsUnavailable)
+		// libnbd does no QEMU-style sanity check of URI credentials, so
+		// neither does this.
+		creds, err := tlscreds.LoadX509(tlscreds.X509Config{
+			Dir:        u.TLSCertificates,
+			Endpoint:   tlscreds.EndpointClient,
+			VerifyPeer: u.TLSVerifyPeer == nil || *u.TLSVerifyPeer,
+			Logger:     logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("NBD URI tls-certificates=%s: %w", u.TLSCertificates, err)
+		}
+		return creds, nil
 	}
 	if u.TLSType == "x509" {
 		return nil, fmt.Errorf("NBD URI has tls-type=x509 but names tls-psk-file; use tls-certificates")
 	}
-	// TODO: return tlscreds.LoadPSK(tlscreds.PSKConfig{KeysFile:
-	// u.TLSPSKFile, Endpoint: tlscreds.EndpointClient, Username:
-	// pskUsername(u), Logger: logger}) once the PSK loader is in main.
-	return nil, fmt.Errorf("load PSK %s for user %q: %w", u.TLSPSKFile, pskUsername(u), errURICredentialsUnavailable)
+	creds, err := tlscreds.LoadPSK(tlscreds.PSKConfig{
+		KeysFile: u.TLSPSKFile,
+		Endpoint: tlscreds.EndpointClient,
+		Username: pskUsername(u),
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("NBD URI tls-psk-file=%s: %w", u.TLSPSKFile, err)
+	}
+	return creds, nil
 }
 
 // pskUsername returns the PSK identity for u: its user part, else the

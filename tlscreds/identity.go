@@ -21,7 +21,7 @@ type dnAttribute struct {
 // slice type whose name ends in "SET" as a SET OF.
 type dnAttributeSET []dnAttribute
 
-// dnString is how GnuTLS names and decodes a known attribute type.
+// dnString is GnuTLS's name and decoding rule for a known attribute type.
 type dnString struct {
 	name string
 	// directory is true for DirectoryString values (a CHOICE of string
@@ -86,11 +86,13 @@ var errDNEmbeddedNull = errors.New("distinguished name value contains a NUL byte
 
 // FormatDN formats a DER-encoded X.501 name (such as
 // x509.Certificate.RawSubject) exactly as gnutls_x509_crt_get_dn does in
-// GnuTLS 3.7, which is the identity QEMU checks against authz objects:
-// RDNs in their encoded order joined by ",", multi-valued RDNs joined by
-// "+", GnuTLS's attribute names, RFC 4514 escaping, and "#hex" of the DER
-// for values GnuTLS does not decode. For a name encoded C, ST, L, O, CN (as
+// GnuTLS 3.7, because that string is the identity QEMU checks against
+// authz objects. RDNs keep their encoded order and are joined by ",", and
+// multi-valued RDNs are joined by "+". Attribute names are GnuTLS's,
+// values get RFC 4514 escaping, and values GnuTLS does not decode print as
+// "#" and the hex of their DER. For a name encoded C, ST, L, O, CN (as
 // certtool and Go write them) that is "C=GB,ST=London,...,CN=host".
+// An empty name formats as "", where GnuTLS returns an error.
 func FormatDN(der []byte) (string, error) {
 	var rdns []dnAttributeSET
 	rest, err := asn1.Unmarshal(der, &rdns)
@@ -204,7 +206,7 @@ func hexDER(v asn1.RawValue) string {
 	return "#" + hex.EncodeToString(v.FullBytes)
 }
 
-// escapeDNValue escapes as RFC 4514 section 2.4 asks: the special
+// escapeDNValue escapes as RFC 4514 section 2.4 requires: the special
 // characters anywhere, "#" and space at the start, space at the end.
 func escapeDNValue(s string) string {
 	var b strings.Builder

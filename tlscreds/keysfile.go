@@ -56,6 +56,7 @@ func parseKeysFile(name string, r io.Reader) ([]pskEntry, error) {
 
 func parseKeysLine(line string) (pskEntry, error) {
 	user, hexKey, ok := strings.Cut(line, ":")
+
 	if !ok {
 		return pskEntry{}, fmt.Errorf("missing ':' between username and key: expected username:hexkey, as psktool writes")
 	}
@@ -72,6 +73,7 @@ func parseKeysLine(line string) (pskEntry, error) {
 	if len(user) > 65535 {
 		return pskEntry{}, fmt.Errorf("username of %d bytes, max 65535", len(user))
 	}
+
 	hexKey = strings.TrimSpace(hexKey)
 	if hexKey == "" {
 		return pskEntry{}, fmt.Errorf("empty key for username %q: expected username:hexkey", user)

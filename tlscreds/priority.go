@@ -58,7 +58,7 @@ var knownSuites = []suiteParts{
 }
 
 // Keywords of each kind that crypto/tls can honour, and keywords GnuTLS
-// knows that it cannot: adding one of those is an error, removing one is
+// implements but crypto/tls does not: adding one of those is an error, removing one is
 // a no-op.
 var (
 	supportedCiphers   = []string{"AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305", "AES-128-CBC", "AES-256-CBC", "3DES-CBC", "ARCFOUR-128"}
@@ -122,11 +122,12 @@ func setOf[T comparable](items ...T) map[T]bool {
 }
 
 // baseState returns the sets of a base keyword, limited to what crypto/tls
-// implements. GnuTLS's NORMAL, PERFORMANCE, SECURE128 and PFS also enable
-// TLS 1.0/1.1, CCM and Camellia ciphers and DHE key exchange, which
-// crypto/tls lacks; they also enable static RSA key exchange, which gonbd
-// leaves out as crypto/tls does by default ("+RSA" adds it). The result
-// for each of them is exactly crypto/tls's default configuration.
+// implements. Depending on the GnuTLS version and system configuration,
+// GnuTLS's NORMAL, PERFORMANCE, SECURE128 and PFS also enable TLS 1.0/1.1,
+// CCM ciphers and DHE key exchange, which crypto/tls lacks. They also
+// enable static RSA key exchange, which gonbd leaves out as crypto/tls
+// does by default ("+RSA" adds it). So each of them yields exactly
+// crypto/tls's default configuration.
 func baseState(keyword string) (priorityState, error) {
 	normal := priorityState{
 		tls12:   true,
@@ -411,7 +412,8 @@ func (st *priorityState) priority() (Priority, error) {
 	return p, nil
 }
 
-// defaultSuites is what NORMAL yields: crypto/tls's default suites.
+// defaultSuites returns the suites NORMAL yields, which are crypto/tls's
+// defaults.
 func defaultSuites() []uint16 {
 	st, _ := baseState("NORMAL")
 	var ids []uint16

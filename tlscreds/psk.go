@@ -27,7 +27,7 @@ type PSKConfig struct {
 	// KeysFile is the keys file itself (an NBD URI's tls-psk-file=).
 	KeysFile string
 	Endpoint Endpoint
-	// Username is the identity a client offers; "" means "qemu".
+	// Username is the identity a client offers. Empty means "qemu".
 	Username string
 	// Priority narrows the cipher suites and groups.
 	Priority Priority
@@ -156,6 +156,7 @@ func (p *PSK) ServerHandshake(ctx context.Context, raw net.Conn) (Conn, error) {
 		p.logHandshakeError(raw, err)
 		return nil, err
 	}
+	p.logSession(c)
 	return pskConn{c}, nil
 }
 
@@ -173,6 +174,7 @@ func (p *PSK) ClientHandshake(ctx context.Context, raw net.Conn, hostname string
 		p.logHandshakeError(raw, err)
 		return nil, err
 	}
+	p.logSession(c)
 	return pskConn{c}, nil
 }
 
@@ -183,6 +185,11 @@ func (p *PSK) logHandshakeError(raw net.Conn, err error) {
 		identity = he.Identity
 	}
 	p.logger.Warn("TLS-PSK handshake failed", "peer", raw.RemoteAddr().String(), "identity", identity, "error", err)
+}
+
+func (p *PSK) logSession(c *tls13.Conn) {
+	p.logger.Debug("TLS-PSK session established", "peer", c.RemoteAddr().String(), "identity", c.Identity(),
+		"tls", "TLS 1.3", "suite", c.CipherSuite(), "group", c.Group(), "hello_retry", c.HelloRetried())
 }
 
 // pskConn is an established PSK session.

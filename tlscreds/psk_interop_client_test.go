@@ -155,7 +155,7 @@ var opensslClientCases = []struct {
 	{"Secp256r1", "TLS_AES_128_GCM_SHA256", "P-256", "", "secp256r1"},
 	{"Secp384r1", "TLS_AES_128_GCM_SHA256", "P-384", "", "secp384r1"},
 	// OpenSSL sends a key share for its first group only, so the server
-	// asks for the second.
+	// requests the second.
 	{"HelloRetryRequest", "TLS_AES_128_GCM_SHA256", "X25519:P-384", "", "secp384r1"},
 }
 

@@ -11,8 +11,8 @@ import (
 )
 
 // TestPSKKeyUpdateOpenssl has openssl s_client request a KeyUpdate (its
-// "k" command), which the server must answer with its own, and then has
-// the server request one; data flows both ways after each.
+// "k" command), to which the server replies with its own. Then the server
+// requests one. Data flows both ways after each update.
 func TestPSKKeyUpdateOpenssl(t *testing.T) {
 	openssl := pskRequireTool(t, "openssl")
 	f := newPSKFixture(t, "alice")

@@ -1,6 +1,7 @@
 package tlscreds
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -69,8 +70,8 @@ var (
 
 // LoadX509 loads the credentials in cfg.Dir for cfg.Endpoint. A server
 // needs ca-cert.pem, server-cert.pem and server-key.pem; a client needs
-// ca-cert.pem, and client-cert.pem with client-key.pem if the server asks
-// for a certificate. ca-crl.pem is optional for both. Every error names
+// ca-cert.pem, and client-cert.pem with client-key.pem if the server
+// requests a certificate. ca-crl.pem is optional for both. Every error names
 // the file it is about.
 func LoadX509(cfg X509Config) (*X509, error) {
 	log := cfg.Logger
@@ -139,10 +140,16 @@ func (x *X509) loadCRL(dir string, caCerts []*x509.Certificate) error {
 	return nil
 }
 
-// crlIssuer returns the CA certificate that signed crl, or nil.
+// crlIssuer returns the CA certificate that signed crl, or nil. It does
+// not require the cRLSign key usage that RevocationList.CheckSignatureFrom
+// demands: QEMU's TLS guide issues CAs with keyCertSign only, and GnuTLS
+// 3.7 applies CRLs that such a CA signed.
 func crlIssuer(crl *x509.RevocationList, caCerts []*x509.Certificate) *x509.Certificate {
 	for _, ca := range caCerts {
-		if crl.CheckSignatureFrom(ca) == nil {
+		if !bytes.Equal(crl.RawIssuer, ca.RawSubject) {
+			continue
+		}
+		if ca.CheckSignature(crl.SignatureAlgorithm, crl.RawTBSRevocationList, crl.Signature) == nil {
 			return ca
 		}
 	}
@@ -232,7 +239,7 @@ func (x *X509) baseConfig(p Priority) (*tls.Config, error) {
 	if x.endpoint == EndpointServer {
 		conf.Certificates = []tls.Certificate{*x.cert}
 		if x.verifyPeer {
-			// RequireAnyClientCert asks for a certificate and fails
+			// RequireAnyClientCert requests a certificate and fails
 			// the handshake without one; verifyConnection checks it.
 			conf.ClientAuth = tls.RequireAnyClientCert
 			conf.ClientCAs = x.roots

@@ -116,12 +116,14 @@ func certNames(c *x509.Certificate) string {
 }
 
 // matchCertHostname matches hostname against a server certificate as
-// GnuTLS 3.7's gnutls_x509_crt_check_hostname does, since that is what
-// QEMU clients accept: an IP address matches an iPAddress name and
-// otherwise falls back to the DNS checks; dNSName names match with a
-// wildcard allowed only at the start of the first label; and the subject
-// CN is used only when the certificate has no dNSName, exactly one CN,
-// and a key purpose that allows a TLS server.
+// GnuTLS 3.7's gnutls_x509_crt_check_hostname does, because QEMU clients
+// accept what it accepts. An IP address matches an iPAddress name and
+// otherwise falls back to the DNS checks. A dNSName matches with a
+// wildcard allowed only at the start of the first label. The subject CN
+// is used only when the certificate has no dNSName, exactly one CN, and a
+// key purpose that allows a TLS server.
+// NOTE: GnuTLS first maps an internationalized host name to its IDNA
+// (xn--) form; gonbd compares the name as given.
 func matchCertHostname(c *x509.Certificate, hostname string) bool {
 	if ip := net.ParseIP(hostname); ip != nil {
 		for _, certIP := range c.IPAddresses {

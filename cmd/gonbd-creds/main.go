@@ -65,6 +65,7 @@ func runX509(args []string, stdout, stderr io.Writer) error {
 	days := fs.Int("days", 365, "validity of the certificates in days")
 	force := fs.Bool("force", false, "replace existing files")
 	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return errUsage
 	}
 	if *dir == "" {
@@ -101,6 +102,7 @@ func runPSK(args []string, stdout, stderr io.Writer) error {
 	username := fs.String("username", "", "PSK identity to add (QEMU clients default to \"qemu\")")
 	force := fs.Bool("force", false, "replace an existing key for the user name")
 	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return errUsage
 	}
 	if *dir == "" {

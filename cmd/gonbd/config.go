@@ -2,9 +2,7 @@ package main
 
 import (
 	"github.com/gonbd/gonbd/export"
-	"github.com/gonbd/gonbd/internal/credobj"
 	"github.com/gonbd/gonbd/nbd"
-	"github.com/gonbd/gonbd/object"
 	"github.com/gonbd/gonbd/tlscreds"
 	"github.com/hashicorp/go-hclog"
 )
@@ -17,34 +15,8 @@ type tlsSetup struct {
 }
 
 // buildTLS turns --object, --tls-creds, --tls-authz and --tls into TLS
-// credentials, an authorizer and a mode. Objects are created even without
-// --tls-creds, so a bad --object is reported as qemu-nbd reports it.
-func buildTLS(o *options, log hclog.Logger) (tlsSetup, error) {
-	reg, err := object.ParseAll(o.objects)
-	if err != nil {
-		return tlsSetup{}, usageErrorf("%v", err)
-	}
-	if o.tlsCreds == "" {
-		return tlsSetup{mode: nbd.TLSOff}, nil
-	}
-
-	creds, err := credobj.Load(reg, o.tlsCreds, tlscreds.EndpointServer, log)
-	if err != nil {
-		return tlsSetup{}, usageErrorf("%v", err)
-	}
-	setup := tlsSetup{server: creds, mode: tlsMode(o)}
-	if setup.mode == nbd.TLSOff {
-		setup.server = nil
-	}
-	if o.tlsAuthz != "" {
-		authz, err := reg.Authz(o.tlsAuthz)
-		if err != nil {
-			return tlsSetup{}, usageErrorf("%v", err)
-		}
-		setup.authz = authz
-	}
-	return setup, nil
-}
+// credentials; see tls.go.
+var buildTLS = buildTLSFromObjects
 
 // tlsMode maps --tls to the server's mode. With --tls-creds and no --tls,
 // TLS is required, as qemu-nbd always does.

@@ -15,6 +15,7 @@ import (
 	_ "github.com/gonbd/gonbd/export/file"
 	_ "github.com/gonbd/gonbd/export/memory"
 	_ "github.com/gonbd/gonbd/export/null"
+	_ "github.com/gonbd/gonbd/export/qcow2"
 )
 
 // qcow2Magic starts every qcow2 image ("QFI\xfb").

@@ -23,6 +23,9 @@ import (
 // the final flush.
 const shutdownTimeout = 30 * time.Second
 
+// listExports runs -L; see list.go.
+var listExports = listRemoteExports
+
 // run runs gonbd with args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args)

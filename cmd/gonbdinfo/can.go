@@ -37,7 +37,7 @@ var structuredNames = map[string]bool{
 	"structured replies": true, "structured-replies": true, "structured_replies": true,
 }
 
-// doCan answers --can and --is with the exit code: 0 true, 2 false.
+// doCan handles --can and --is and returns the exit code: 0 true, 2 false.
 func (i *info) doCan(ctx context.Context) (int, error) {
 	feature := strings.ToLower(i.opts.can)
 	flag, isFlag := canFlags[feature]

@@ -40,7 +40,7 @@ type CA struct {
 }
 
 // NewCA creates a self-signed CA with an ECDSA P-256 key. Its certificate
-// has the extensions QEMU's TLS guide asks for: basic constraints CA and
+// has the extensions QEMU's TLS guide recommends: basic constraints CA and
 // key usage keyCertSign (and cRLSign, so it can sign a CRL).
 func NewCA(commonName string, v Validity) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -86,7 +86,7 @@ type Leaf struct {
 
 // Issue creates an ECDSA P-256 key and a certificate for it signed by
 // ca, with key usage digitalSignature and keyEncipherment as QEMU's TLS
-// guide asks (certtool's signing_key and encryption_key).
+// guide recommends (certtool's signing_key and encryption_key).
 func (ca *CA) Issue(l Leaf) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

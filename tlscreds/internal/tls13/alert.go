@@ -54,8 +54,9 @@ func (a Alert) String() string {
 }
 
 // AlertError is a failure that ends the session, together with its alert.
-// Received says the peer sent the alert; otherwise this side detected the
-// failure and sent the alert (when the connection still allowed it).
+// Received reports that the peer sent the alert. Otherwise this side
+// detected the failure and sent the alert, if the connection still allowed
+// writing.
 type AlertError struct {
 	Alert    Alert
 	Received bool

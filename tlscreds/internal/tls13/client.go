@@ -134,7 +134,7 @@ func (hs *clientHandshake) readServerHello() (*serverHello, error) {
 	return sh, nil
 }
 
-// processHelloRetryRequest answers a HelloRetryRequest with a second
+// processHelloRetryRequest replies to a HelloRetryRequest with a second
 // ClientHello carrying a key share of the requested group.
 func (hs *clientHandshake) processHelloRetryRequest(hrr *serverHello) error {
 	if !hrr.hasKeyShare {

@@ -38,8 +38,8 @@ type Conn struct {
 	writeErr        error
 	closeNotifySent bool
 	// keyUpdateOwed is set by the reader when the peer requested a
-	// KeyUpdate; the writer sends it before its next application data
-	// (RFC 8446 section 4.6.3) if the reader could not send it at once.
+	// KeyUpdate that the reader could not send at once. The writer then
+	// sends it before its next application data (RFC 8446 section 4.6.3).
 	keyUpdateOwed atomic.Bool
 }
 
@@ -203,8 +203,8 @@ func (c *Conn) handleKeyUpdate(msg []byte) error {
 	c.in.cipher = next
 	if requested == 1 {
 		c.keyUpdateOwed.Store(true)
-		// Answer now unless a Write holds the lock; that Write answers
-		// before its data.
+		// Reply now unless a Write holds the lock, because that Write
+		// sends the reply before its data.
 		if c.outMu.TryLock() {
 			err := c.sendOwedKeyUpdateLocked()
 			c.outMu.Unlock()

@@ -25,8 +25,8 @@ func expandLabel(h func() hash.Hash, secret []byte, label string, context []byte
 	info = append(info, context...)
 	out, err := hkdf.Expand(h, secret, string(info), length)
 	if err != nil {
-		// Expand fails only for lengths past 255 hash blocks, which no
-		// caller here requests.
+		// Expand fails only for lengths past 255 hash blocks. Callers
+		// here request one hash length or a key or IV length.
 		panic("tls13: HKDF-Expand-Label: " + err.Error())
 	}
 	return out

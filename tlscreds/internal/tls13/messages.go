@@ -235,7 +235,7 @@ func (ch *clientHello) parsePreSharedKey(data *cryptobyte.String, rest int) erro
 	return nil
 }
 
-// clientHelloParams is what a client puts in its ClientHello.
+// clientHelloParams are the fields of a ClientHello that a client chooses.
 type clientHelloParams struct {
 	random       []byte
 	sessionID    []byte
@@ -252,7 +252,7 @@ type clientHelloParams struct {
 }
 
 // marshalClientHello builds a ClientHello whose single PSK binder is
-// zeros; the caller computes the binder over the partial message and
+// zeros. The caller computes the binder over the partial message and
 // writes it into the last binderLen bytes.
 func marshalClientHello(p *clientHelloParams) []byte {
 	var b cryptobyte.Builder
@@ -405,8 +405,8 @@ func parseServerHello(msg []byte) (*serverHello, error) {
 		case ext == extCookie && hrr:
 			ok = data.ReadUint16LengthPrefixed((*cryptobyte.String)(&sh.cookie)) && len(sh.cookie) > 0
 		default:
-			// The client offered nothing else a ServerHello may answer
-			// (RFC 8446 section 4.2).
+			// The client offered no other extension that a ServerHello
+			// may carry in reply (RFC 8446 section 4.2).
 			return nil, alertf(AlertUnsupportedExtension, "ServerHello carries unexpected extension %d", ext)
 		}
 		if !ok || !data.Empty() {
@@ -445,7 +445,7 @@ func marshalServerHello(sh *serverHello) []byte {
 }
 
 // parseEncryptedExtensions checks an EncryptedExtensions message from the
-// server. The client offered nothing that needs an answer, so any
+// server. The client offered nothing that needs a reply there, so any
 // extension is ignored except those that must never appear here.
 func parseEncryptedExtensions(msg []byte) error {
 	s := cryptobyte.String(msg[4:])

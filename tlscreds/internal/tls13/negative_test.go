@@ -314,9 +314,9 @@ func TestCloseSendsCloseNotify(t *testing.T) {
 	assert.Equal(t, io.EOF, err)
 }
 
-// TestServerSkipsRefusedEarlyData sends a ClientHello offering 0-RTT
-// followed by a record the server cannot decrypt; the server refuses early
-// data, skips the record and completes the handshake.
+// TestServerSkipsRefusedEarlyData sends a ClientHello offering 0-RTT and
+// then a record the server cannot decrypt. The server rejects early data,
+// skips the record and completes the handshake.
 func TestServerSkipsRefusedEarlyData(t *testing.T) {
 	rawClient, rawServer := tcpPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -344,3 +344,41 @@ func TestServerSkipsRefusedEarlyData(t *testing.T) {
 	r := <-done
 	require.NoError(t, r.err)
 }
+
+// TestServerClientHelloAcrossRecords sends the ClientHello in three
+// records, as a peer may fragment handshake messages.
+func TestServerClientHelloAcrossRecords(t *testing.T) {
+	rawClient, rawServer := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan handshakeResult, 1)
+	go func() {
+		c, err := ServerHandshake(ctx, rawServer, serverConfig())
+		done <- handshakeResult{c, err}
+	}()
+	hs := &clientHandshake{c: newConn(rawClient, true), cfg: clientConfig(), transcript: transcript{suite: pskSuite}}
+	hs.suites, hs.groups = hs.cfg.suites(), hs.cfg.groups()
+	hs.early = earlySecret(pskSuite.Hash, testKey)
+	// Capture the ClientHello instead of sending it in one record.
+	hs.c.out.conn = discardConn{rawClient}
+	require.NoError(t, hs.sendClientHello(GroupX25519, nil))
+	hs.c.out.conn = rawClient
+	ch := hs.transcript.msgs
+	for _, part := range [][]byte{ch[:3], ch[3:100], ch[100:]} {
+		_, err := rawClient.Write(plaintextRecord(recordTypeHandshake, part))
+		require.NoError(t, err)
+	}
+
+	sh, err := hs.readServerHello()
+	require.NoError(t, err)
+	secrets, err := hs.processServerHello(sh)
+	require.NoError(t, err)
+	require.NoError(t, hs.readServerFlight(secrets))
+	r := <-done
+	require.NoError(t, r.err)
+}
+
+// discardConn drops writes, so that a test can capture a message.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(p []byte) (int, error) { return len(p), nil }

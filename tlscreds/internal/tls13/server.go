@@ -173,10 +173,10 @@ func boolToInt(b bool) int {
 }
 
 // pickGroup picks the first of the server's groups that the client sent
-// a key share for; failing that, the first of the server's groups that the
-// client supports, for a HelloRetryRequest. Server order puts X25519, the
-// fastest, first even when the client lists a NIST curve first (GnuTLS's
-// NORMAL priority does).
+// a key share for. Failing that, it picks the first of the server's groups
+// that the client supports, for a HelloRetryRequest. Server order puts
+// X25519, the fastest, first even when the client sends a secp256r1 share
+// first, as gnutls-cli 3.7.9 with its NORMAL priority does.
 func (hs *serverHandshake) pickGroup() (*keyShare, error) {
 	ours := hs.cfg.groups()
 	for _, g := range ours {
@@ -202,7 +202,7 @@ func (hs *serverHandshake) pickGroup() (*keyShare, error) {
 	return nil, alertf(AlertHandshakeFailure, "no key exchange group in common with the client")
 }
 
-// verifyBinder finds the first identity the server knows and checks its
+// verifyBinder finds the first identity that has a key and checks its
 // binder over the partial ClientHello (RFC 8446 section 4.2.11.2).
 func (hs *serverHandshake) verifyBinder() error {
 	idx := -1
@@ -228,7 +228,7 @@ func (hs *serverHandshake) verifyBinder() error {
 	return nil
 }
 
-// sendHelloRetryRequest asks for a key share of hs.group and replaces
+// sendHelloRetryRequest requests a key share of hs.group and replaces
 // ClientHello1 in the transcript by its hash.
 func (hs *serverHandshake) sendHelloRetryRequest() error {
 	hrr := marshalServerHello(&serverHello{
