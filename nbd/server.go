@@ -375,11 +375,6 @@ func (s *Server) markNegotiated() {
 func (s *Server) removeConn(c *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	// Like qemu-nbd, only a client that negotiated an export counts: a
-	// port probe or an NBD_OPT_LIST session does not end the server.
-	if c.export != nil {
-		s.everConn = true
-	}
 	if len(s.conns) == 0 && s.everConn && !s.cfg.Persistent {
 		select {
 		case <-s.idle:
