@@ -179,7 +179,7 @@ func (t *transmission) cmdRead(r *serverRequest) error {
 		}
 	}
 
-	data := (*r.payload)[:n]
+	data := r.payload[:n]
 	if err := readFullAt(t.backend, data, int64(r.req.Offset)); err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func (t *transmission) cmdWrite(r *serverRequest) error {
 	if n == 0 {
 		return nil
 	}
-	data := (*r.payload)[:n]
+	data := r.payload[:n]
 	off := int64(r.req.Offset)
 
 	fua := r.req.Flags&proto.CmdFlagFUA != 0

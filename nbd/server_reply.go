@@ -1,20 +1,17 @@
 package nbd
 
 import (
-	"bufio"
 	"encoding/binary"
-	"math/bits"
-	"net"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/gonbd/gonbd/nbd/proto"
 )
 
-// serverRequest carries one request from the reader through a worker to
-// the writer. It and its buffers are pooled, so the data path does not
-// allocate per request.
+// serverRequest carries one request from the reader, through a worker
+// unless the reader serves it itself, to the reply writer. It is pooled
+// and its payload buffer is reused, so the data path does not allocate
+// per request.
 type serverRequest struct {
 	req proto.Request
 
@@ -23,8 +20,8 @@ type serverRequest struct {
 	errno   proto.Errno
 	message string
 
-	payload *[]byte // pooled buffer: write data in, read data out
-	budget  int64   // bytes held from the connection's payload budget
+	payload []byte // from payloadBuffers: write data in, read data out
+	budget  int64  // bytes held from the connection's payload budget
 
 	// The reply: segments refer to scratch (headers) or to payload data.
 	scratch  []byte
@@ -88,38 +85,6 @@ func (r *serverRequest) resetReply() {
 	r.segments = r.segments[:0]
 }
 
-// Payload buffers are pooled by power-of-two size class from 4 KiB to
-// proto.MaxPayloadSize.
-const (
-	payloadMinShift = 12
-	payloadMaxShift = 25
-	payloadClasses  = payloadMaxShift - payloadMinShift + 1
-)
-
-var payloadPools [payloadClasses]sync.Pool
-
-func payloadClass(n int) int {
-	if n <= 1<<payloadMinShift {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - payloadMinShift
-}
-
-// getPayload returns a pooled buffer of at least n bytes, n <=
-// proto.MaxPayloadSize.
-func getPayload(n int) *[]byte {
-	class := payloadClass(n)
-	if p, ok := payloadPools[class].Get().(*[]byte); ok {
-		return p
-	}
-	b := make([]byte, 1<<(class+payloadMinShift))
-	return &b
-}
-
-func putPayload(p *[]byte) {
-	payloadPools[payloadClass(cap(*p))].Put(p)
-}
-
 // Simple and structured reply builders. Each appends a complete reply.
 
 func (r *serverRequest) simpleReply(errno proto.Errno) {
@@ -161,106 +126,4 @@ func (r *serverRequest) holeChunk(flags uint16, offset uint64, length uint32) {
 	r.chunkHeader(b, flags, proto.ReplyTypeOffsetHole, 12)
 	binary.BigEndian.PutUint64(b[proto.StructuredReplyHeaderSize:], offset)
 	binary.BigEndian.PutUint32(b[proto.StructuredReplyHeaderSize+8:], length)
-}
-
-// replyWriter is the one goroutine that writes replies to a connection.
-// It gathers the replies that are ready into one batch per write: a
-// writev (net.Buffers) on TCP and Unix sockets, or a buffered write on
-// other connections such as TLS sessions.
-type replyWriter struct {
-	t       *transmission
-	conn    net.Conn
-	vectors bool // conn writes net.Buffers with writev
-	bw      *bufio.Writer
-	vec     [][]byte
-	batch   []*serverRequest
-	failed  bool
-}
-
-// maxReplyBatch bounds how many replies one write gathers.
-const maxReplyBatch = 64
-
-func newReplyWriter(t *transmission, conn net.Conn) *replyWriter {
-	w := &replyWriter{t: t, conn: conn}
-	switch conn.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		w.vectors = true
-	default:
-		w.bw = bufio.NewWriterSize(conn, 64<<10)
-	}
-	return w
-}
-
-// run writes replies until the channel closes. After a write error it
-// keeps draining the channel without writing, so workers can still hand
-// over their replies, and it releases every request's buffers.
-func (w *replyWriter) run(replies <-chan *serverRequest) {
-	for r := range replies {
-		w.batch = append(w.batch[:0], r)
-	gather:
-		for len(w.batch) < maxReplyBatch {
-			select {
-			case r2, ok := <-replies:
-				if !ok {
-					break gather
-				}
-				w.batch = append(w.batch, r2)
-			default:
-				break gather
-			}
-		}
-
-		if !w.failed {
-			if err := w.writeBatch(); err != nil {
-				w.failed = true
-				w.t.writeFailed(err)
-			}
-		}
-		for i, r := range w.batch {
-			w.t.release(r)
-			w.batch[i] = nil
-			w.t.c.requestDone()
-		}
-	}
-}
-
-func (w *replyWriter) writeBatch() error {
-	if err := w.conn.SetWriteDeadline(time.Now().Add(w.t.c.srv.cfg.WriteTimeout)); err != nil {
-		return err
-	}
-
-	if w.vectors {
-		w.vec = w.vec[:0]
-		for _, r := range w.batch {
-			w.vec = appendSegments(w.vec, r)
-		}
-		bufs := net.Buffers(w.vec)
-		_, err := bufs.WriteTo(w.conn)
-		clear(w.vec)
-		return err
-	}
-
-	for _, r := range w.batch {
-		for _, s := range r.segments {
-			b := s.data
-			if b == nil {
-				b = r.scratch[s.start:s.end]
-			}
-			if _, err := w.bw.Write(b); err != nil {
-				return err
-			}
-		}
-	}
-	return w.bw.Flush()
-}
-
-func appendSegments(vec [][]byte, r *serverRequest) [][]byte {
-	for _, s := range r.segments {
-		if s.data != nil {
-			vec = append(vec, s.data)
-		} else {
-			vec = append(vec, r.scratch[s.start:s.end])
-		}
-	}
-	return vec
 }

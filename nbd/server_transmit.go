@@ -8,18 +8,17 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/gonbd/gonbd/export"
 	"github.com/gonbd/gonbd/nbd/proto"
 )
 
-// payloadBudgetBytes bounds the payload bytes (write data read, read data
-// not yet sent) one connection holds at once, so MaxInFlight large
-// requests cannot make the server allocate MaxInFlight times 32 MiB.
-const payloadBudgetBytes = 2 * proto.MaxPayloadSize
-
-// transmission is the transmission phase of one connection: the reader
-// (the connection's goroutine), a bounded set of workers and one writer.
+// transmission is the transmission phase of one connection. The reader
+// serves each request itself and sends its reply; when a request takes it
+// longer than slowRequest, another goroutine takes over reading (see
+// server_reader.go).
 type transmission struct {
 	c          *serverConn
 	ctx        context.Context
@@ -39,12 +38,17 @@ type transmission struct {
 	depth     export.DepthExtenter
 	fuaWriter export.FUAWriter
 
-	jobs    chan *serverRequest
-	replies chan *serverRequest
-	workers sync.WaitGroup
-	writer  *replyWriter
-	written chan struct{} // closed when the writer has finished
-	budget  payloadBudget
+	out     *replyWriter
+	buffers payloadBuffers
+
+	// Reader state, owned by whichever goroutine holds the reader role.
+	br *bufio.Reader
+	hb [proto.RequestHeaderSize]byte
+
+	role      atomic.Pointer[readerRole] // the current reader's role
+	slowTimer *time.Timer                // hands the role on; see promoteReader
+	readDone  chan error                 // the last reader's result
+	readers   sync.WaitGroup             // readers started by promoteReader
 
 	writeErrMu sync.Mutex
 	writeErr   error
@@ -66,11 +70,10 @@ func (c *serverConn) newTransmission(ctx context.Context) (*transmission, error)
 		flags:      c.flags,
 		structured: c.structured,
 		meta:       c.meta,
-		jobs:       make(chan *serverRequest),
-		replies:    make(chan *serverRequest, c.srv.cfg.MaxInFlight),
-		written:    make(chan struct{}),
+		readDone:   make(chan error, 1),
 	}
-	t.budget.init(payloadBudgetBytes)
+	t.out = newReplyWriter(t.conn, c.srv.cfg.WriteTimeout)
+	t.buffers.init()
 	t.trimmer, _ = b.(export.Trimmer)
 	t.zeroer, _ = b.(export.Zeroer)
 	t.cacher, _ = b.(export.Cacher)
@@ -89,22 +92,12 @@ func (c *serverConn) transmit(ctx context.Context) error {
 		return err
 	}
 
-	t.writer = newReplyWriter(t, t.conn)
-	go func() {
-		defer close(t.written)
-		t.writer.run(t.replies)
-	}()
-	for range c.srv.cfg.MaxInFlight {
-		t.workers.Add(1)
-		go t.work()
-	}
-
 	readErr := t.readRequests()
 
-	close(t.jobs)
-	t.workers.Wait()
-	close(t.replies)
-	<-t.written
+	t.readers.Wait()
+	if err := t.out.flush(); err != nil {
+		t.writeFailed(err)
+	}
 
 	if c.isShuttingDown() {
 		if err := t.backend.Sync(); err != nil {
@@ -115,48 +108,6 @@ func (c *serverConn) transmit(ctx context.Context) error {
 		return fmt.Errorf("write replies: %w", werr)
 	}
 	return readErr
-}
-
-// readRequests is the reader: it decodes requests, reads write payloads,
-// checks each request and hands it to a worker. It returns nil after
-// NBD_CMD_DISC.
-func (t *transmission) readRequests() error {
-	br := bufio.NewReaderSize(t.conn, 64<<10)
-	var hb [proto.RequestHeaderSize]byte
-	for {
-		if _, err := io.ReadFull(br, hb[:]); err != nil {
-			return t.readError(err)
-		}
-		r := getServerRequest()
-		if err := proto.DecodeRequest(hb[:], &r.req); err != nil {
-			putServerRequest(r)
-			t.c.log.Warn("protocol violation, closing", "reason", err)
-			return errConnDone
-		}
-		if r.req.Command == proto.CmdDisc {
-			putServerRequest(r)
-			t.c.log.Debug("client sent NBD_CMD_DISC")
-			return nil
-		}
-
-		r.errno, r.message = t.check(&r.req)
-		if t.c.shutdownStarted.Load() {
-			// The protocol recommends ESHUTDOWN for requests received
-			// once shutdown has begun.
-			r.errno, r.message = proto.ESHUTDOWN, "server is shutting down"
-		}
-		if r.req.Command == proto.CmdWrite {
-			if err := t.readWritePayload(br, r); err != nil {
-				putServerRequest(r)
-				return err
-			}
-		}
-		if r.errno == 0 && r.req.Command == proto.CmdRead {
-			t.acquirePayload(r, int(r.req.Length))
-		}
-		t.c.inFlight.Add(1)
-		t.jobs <- r
-	}
 }
 
 // readError turns the error that stopped the reader into transmit's
@@ -194,20 +145,19 @@ func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) erro
 		return nil
 	}
 	t.acquirePayload(r, int(n))
-	if _, err := io.ReadFull(br, (*r.payload)[:n]); err != nil {
+	if _, err := io.ReadFull(br, r.payload); err != nil {
 		t.releaseBuffers(r)
 		return t.readError(err)
 	}
 	return nil
 }
 
-// acquirePayload waits for n bytes of budget and takes a pooled buffer.
+// acquirePayload waits for n bytes of budget and takes a buffer.
 func (t *transmission) acquirePayload(r *serverRequest, n int) {
 	if n == 0 {
 		return
 	}
-	r.budget = t.budget.acquire(int64(n))
-	r.payload = getPayload(n)
+	r.payload, r.budget = t.buffers.get(n)
 }
 
 // release returns r's buffer and budget, and r itself, to their pools.
@@ -217,25 +167,14 @@ func (t *transmission) release(r *serverRequest) {
 }
 
 func (t *transmission) releaseBuffers(r *serverRequest) {
-	if r.payload != nil {
-		putPayload(r.payload)
-		r.payload = nil
+	if r.payload != nil || r.budget != 0 {
+		t.buffers.put(r.payload, r.budget)
 	}
-	t.budget.release(r.budget)
-	r.budget = 0
+	r.payload, r.budget = nil, 0
 }
 
-// work runs requests until the reader closes the job channel.
-func (t *transmission) work() {
-	defer t.workers.Done()
-	for r := range t.jobs {
-		t.handle(r)
-		t.replies <- r
-	}
-}
-
-// writeFailed records the writer's error and closes the connection, which
-// stops the reader.
+// writeFailed records the first write error and closes the connection,
+// which stops the reader.
 func (t *transmission) writeFailed(err error) {
 	t.writeErrMu.Lock()
 	if t.writeErr == nil {
@@ -249,40 +188,4 @@ func (t *transmission) writeError() error {
 	t.writeErrMu.Lock()
 	defer t.writeErrMu.Unlock()
 	return t.writeErr
-}
-
-// payloadBudget is a counting semaphore over payload bytes.
-type payloadBudget struct {
-	mu    sync.Mutex
-	cond  sync.Cond
-	total int64
-	free  int64
-}
-
-func (b *payloadBudget) init(total int64) {
-	b.cond.L = &b.mu
-	b.total, b.free = total, total
-}
-
-// acquire waits until n bytes (at most the total) are free, takes them
-// and returns how many it took.
-func (b *payloadBudget) acquire(n int64) int64 {
-	n = min(n, b.total)
-	b.mu.Lock()
-	for b.free < n {
-		b.cond.Wait()
-	}
-	b.free -= n
-	b.mu.Unlock()
-	return n
-}
-
-func (b *payloadBudget) release(n int64) {
-	if n == 0 {
-		return
-	}
-	b.mu.Lock()
-	b.free += n
-	b.mu.Unlock()
-	b.cond.Broadcast()
 }

@@ -1,0 +1,138 @@
+package nbd
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+)
+
+// replyWriter writes replies to one connection. Whoever served a request,
+// the reader or a worker, sends its reply under the writer's mutex, so a
+// reply takes no hand-off to another goroutine. Headers and other small
+// pieces gather in a buffer. On TCP and Unix sockets a reply with data
+// goes out with one writev of the buffer and the data. On other
+// connections, such as TLS sessions, everything goes through a
+// bufio.Writer, so that records are full.
+type replyWriter struct {
+	mu      sync.Mutex
+	conn    net.Conn
+	timeout time.Duration
+	vectors bool          // conn writes net.Buffers with writev
+	small   []byte        // pending small pieces (vectors only)
+	vec     [2][]byte     // writev scratch
+	bw      *bufio.Writer // !vectors
+	err     error         // first write error; later sends fail with it
+}
+
+// smallBufferSize is the pending small-piece buffer: 4096 simple replies.
+const smallBufferSize = 64 << 10
+
+func newReplyWriter(conn net.Conn, timeout time.Duration) *replyWriter {
+	w := &replyWriter{conn: conn, timeout: timeout}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		w.vectors = true
+		w.small = make([]byte, 0, smallBufferSize)
+	default:
+		w.bw = bufio.NewWriterSize(conn, 64<<10)
+	}
+	return w
+}
+
+// send writes r's reply. With deferFlush the bytes may stay in the
+// buffer; the caller then promises a later send without it or a flush.
+// The reader defers while it has more requests buffered, so a run of
+// small replies (such as write acknowledgements) shares one system call.
+func (w *replyWriter) send(r *serverRequest, deferFlush bool) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return w.fail(err)
+	}
+
+	for _, s := range r.segments {
+		var err error
+		switch {
+		case s.data == nil && w.vectors:
+			err = w.writeSmall(r.scratch[s.start:s.end])
+		case s.data == nil:
+			_, err = w.bw.Write(r.scratch[s.start:s.end])
+		case w.vectors:
+			err = w.writeData(s.data)
+		default:
+			_, err = w.bw.Write(s.data)
+		}
+		if err != nil {
+			return w.fail(err)
+		}
+	}
+	if deferFlush {
+		return nil
+	}
+	return w.flushLocked()
+}
+
+// writeSmall buffers b, writing the buffer out first when b does not fit.
+func (w *replyWriter) writeSmall(b []byte) error {
+	if len(w.small)+len(b) > cap(w.small) {
+		if err := w.flushLocked(); err != nil {
+			return err
+		}
+	}
+	if len(b) > cap(w.small) {
+		_, err := w.conn.Write(b)
+		return err
+	}
+	w.small = append(w.small, b...)
+	return nil
+}
+
+// writeData writes the pending small pieces and data with one writev.
+func (w *replyWriter) writeData(data []byte) error {
+	w.vec[0], w.vec[1] = w.small, data
+	bufs := net.Buffers(w.vec[:])
+	_, err := bufs.WriteTo(w.conn)
+	w.vec[0], w.vec[1] = nil, nil
+	w.small = w.small[:0]
+	return err
+}
+
+// flush writes out anything buffered.
+func (w *replyWriter) flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.small) == 0 && (w.vectors || w.bw.Buffered() == 0) {
+		return nil
+	}
+	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return w.fail(err)
+	}
+	if err := w.flushLocked(); err != nil {
+		return w.fail(err)
+	}
+	return nil
+}
+
+func (w *replyWriter) flushLocked() error {
+	if !w.vectors {
+		return w.bw.Flush()
+	}
+	if len(w.small) == 0 {
+		return nil
+	}
+	_, err := w.conn.Write(w.small)
+	w.small = w.small[:0]
+	return err
+}
+
+func (w *replyWriter) fail(err error) error {
+	w.err = err
+	return err
+}
