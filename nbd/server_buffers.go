@@ -33,6 +33,11 @@ const (
 	// bufferRound rounds allocations up, so that requests of slightly
 	// different lengths can share buffers.
 	bufferRound = 64 << 10
+	// replyHeadroom is free space before each payload, so that a reply
+	// header can be put right before the data and both written with one
+	// Write. TLS sessions, which cannot write two slices at once, then
+	// send full records and need no copy into a write buffer.
+	replyHeadroom = 32
 )
 
 func (b *payloadBuffers) init() {
@@ -40,9 +45,10 @@ func (b *payloadBuffers) init() {
 	b.total = payloadBudgetBytes
 }
 
-// get waits for n bytes of budget and returns a buffer of n bytes and
-// the budget it took, which put gives back.
+// get waits for n bytes of budget and returns a buffer of
+// replyHeadroom+n bytes and the budget it took, which put gives back.
 func (b *payloadBuffers) get(n int) ([]byte, int64) {
+	n += replyHeadroom
 	need := min(int64(n), b.total)
 	b.mu.Lock()
 	for b.total-b.used < need {

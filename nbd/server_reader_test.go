@@ -128,13 +128,13 @@ func TestPayloadBuffersReuse(t *testing.T) {
 	p.init()
 
 	buf, budget := p.get(1000)
-	require.Len(t, buf, 1000)
-	assert.Equal(t, int64(1000), budget)
+	require.Len(t, buf, replyHeadroom+1000)
+	assert.Equal(t, int64(replyHeadroom+1000), budget)
 	first := &buf[:1][0]
 	p.put(buf, budget)
 
 	again, budget := p.get(2000)
-	assert.Len(t, again, 2000)
+	assert.Len(t, again, replyHeadroom+2000)
 	assert.Same(t, first, &again[:1][0], "a returned buffer that fits is reused")
 	p.put(again, budget)
 	assert.Zero(t, p.used)

@@ -20,7 +20,8 @@ type serverRequest struct {
 	errno   proto.Errno
 	message string
 
-	payload []byte // from payloadBuffers: write data in, read data out
+	payload []byte // write data in, read data out: buf after the headroom
+	buf     []byte // from payloadBuffers, replyHeadroom bytes and payload
 	budget  int64  // bytes held from the connection's payload budget
 
 	// The reply: segments refer to scratch (headers) or to payload data.
@@ -47,7 +48,7 @@ func getServerRequest() *serverRequest {
 func putServerRequest(r *serverRequest) {
 	r.req = proto.Request{}
 	r.errno, r.message = 0, ""
-	r.payload, r.budget = nil, 0
+	r.payload, r.buf, r.budget = nil, nil, 0
 	r.scratch = r.scratch[:0]
 	r.segments = r.segments[:0]
 	r.status = r.status[:0]

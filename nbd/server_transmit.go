@@ -157,7 +157,8 @@ func (t *transmission) acquirePayload(r *serverRequest, n int) {
 	if n == 0 {
 		return
 	}
-	r.payload, r.budget = t.buffers.get(n)
+	r.buf, r.budget = t.buffers.get(n)
+	r.payload = r.buf[replyHeadroom:]
 }
 
 // release returns r's buffer and budget, and r itself, to their pools.
@@ -167,10 +168,10 @@ func (t *transmission) release(r *serverRequest) {
 }
 
 func (t *transmission) releaseBuffers(r *serverRequest) {
-	if r.payload != nil || r.budget != 0 {
-		t.buffers.put(r.payload, r.budget)
+	if r.buf != nil || r.budget != 0 {
+		t.buffers.put(r.buf, r.budget)
 	}
-	r.payload, r.budget = nil, 0
+	r.payload, r.buf, r.budget = nil, nil, 0
 }
 
 // writeFailed records the first write error and closes the connection,

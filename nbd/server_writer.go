@@ -1,41 +1,36 @@
 package nbd
 
 import (
-	"bufio"
 	"net"
 	"sync"
 	"time"
 )
 
-// replyWriter writes replies to one connection. Whoever served a request,
-// the reader or a worker, sends its reply under the writer's mutex, so a
-// reply takes no hand-off to another goroutine. Headers and other small
-// pieces gather in a buffer. On TCP and Unix sockets a reply with data
-// goes out with one writev of the buffer and the data. On other
-// connections, such as TLS sessions, everything goes through a
-// bufio.Writer, so that records are full.
+// replyWriter writes replies to one connection. Whoever served a request
+// sends its reply under the writer's mutex, so a reply takes no hand-off
+// to another goroutine. Headers and other small pieces gather in a
+// buffer. A reply with data goes out with one writev of the buffer and
+// the data on TCP and Unix sockets. On other connections, such as TLS
+// sessions, the header goes into the headroom before the data (see
+// replyHeadroom) and both go out with one Write, so records are full.
 type replyWriter struct {
 	mu      sync.Mutex
 	conn    net.Conn
 	timeout time.Duration
-	vectors bool          // conn writes net.Buffers with writev
-	small   []byte        // pending small pieces (vectors only)
-	vec     [2][]byte     // writev scratch
-	bw      *bufio.Writer // !vectors
-	err     error         // first write error; later sends fail with it
+	vectors bool      // conn writes net.Buffers with writev
+	small   []byte    // pending small pieces
+	vec     [2][]byte // writev scratch
+	err     error     // first write error; later sends fail with it
 }
 
 // smallBufferSize is the pending small-piece buffer: 4096 simple replies.
 const smallBufferSize = 64 << 10
 
 func newReplyWriter(conn net.Conn, timeout time.Duration) *replyWriter {
-	w := &replyWriter{conn: conn, timeout: timeout}
+	w := &replyWriter{conn: conn, timeout: timeout, small: make([]byte, 0, smallBufferSize)}
 	switch conn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		w.vectors = true
-		w.small = make([]byte, 0, smallBufferSize)
-	default:
-		w.bw = bufio.NewWriterSize(conn, 64<<10)
 	}
 	return w
 }
@@ -56,15 +51,10 @@ func (w *replyWriter) send(r *serverRequest, deferFlush bool) error {
 
 	for _, s := range r.segments {
 		var err error
-		switch {
-		case s.data == nil && w.vectors:
+		if s.data == nil {
 			err = w.writeSmall(r.scratch[s.start:s.end])
-		case s.data == nil:
-			_, err = w.bw.Write(r.scratch[s.start:s.end])
-		case w.vectors:
-			err = w.writeData(s.data)
-		default:
-			_, err = w.bw.Write(s.data)
+		} else {
+			err = w.writeData(r, s.data)
 		}
 		if err != nil {
 			return w.fail(err)
@@ -73,7 +63,10 @@ func (w *replyWriter) send(r *serverRequest, deferFlush bool) error {
 	if deferFlush {
 		return nil
 	}
-	return w.flushLocked()
+	if err := w.flushLocked(); err != nil {
+		return w.fail(err)
+	}
+	return nil
 }
 
 // writeSmall buffers b, writing the buffer out first when b does not fit.
@@ -91,13 +84,29 @@ func (w *replyWriter) writeSmall(b []byte) error {
 	return nil
 }
 
-// writeData writes the pending small pieces and data with one writev.
-func (w *replyWriter) writeData(data []byte) error {
-	w.vec[0], w.vec[1] = w.small, data
-	bufs := net.Buffers(w.vec[:])
-	_, err := bufs.WriteTo(w.conn)
-	w.vec[0], w.vec[1] = nil, nil
-	w.small = w.small[:0]
+// writeData writes the pending small pieces and data, which is part of
+// r's payload.
+func (w *replyWriter) writeData(r *serverRequest, data []byte) error {
+	if w.vectors {
+		w.vec[0], w.vec[1] = w.small, data
+		bufs := net.Buffers(w.vec[:])
+		_, err := bufs.WriteTo(w.conn)
+		w.vec[0], w.vec[1] = nil, nil
+		w.small = w.small[:0]
+		return err
+	}
+
+	if len(w.small) <= replyHeadroom && len(r.payload) > 0 && &data[0] == &r.payload[0] {
+		start := replyHeadroom - len(w.small)
+		copy(r.buf[start:], w.small)
+		w.small = w.small[:0]
+		_, err := w.conn.Write(r.buf[start : replyHeadroom+len(data)])
+		return err
+	}
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	_, err := w.conn.Write(data)
 	return err
 }
 
@@ -105,11 +114,8 @@ func (w *replyWriter) writeData(data []byte) error {
 func (w *replyWriter) flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
+	if w.err != nil || len(w.small) == 0 {
 		return w.err
-	}
-	if len(w.small) == 0 && (w.vectors || w.bw.Buffered() == 0) {
-		return nil
 	}
 	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return w.fail(err)
@@ -121,9 +127,6 @@ func (w *replyWriter) flush() error {
 }
 
 func (w *replyWriter) flushLocked() error {
-	if !w.vectors {
-		return w.bw.Flush()
-	}
 	if len(w.small) == 0 {
 		return nil
 	}
