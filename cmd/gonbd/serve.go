@@ -39,6 +39,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case o.version:
 		fmt.Fprintf(stdout, "gonbd %s\n", version)
 		return 0
+	case o.objectHelp != "":
+		fmt.Fprint(stdout, o.objectHelp)
+		return 0
 	case o.list:
 		return listExports(o, stdout, stderr)
 	case o.fork && !isForkChild():
