@@ -20,7 +20,7 @@ import (
 // must end gonbd with exit code 1 and one line on stderr that names the
 // object, the property and the value, before gonbd opens a socket. The
 // same lines go to qemu-nbd, which must reject or accept them alike
-// except where a row says otherwise.
+// except where a row notes otherwise.
 
 // launchOutcome is how a server command ended within its time limit.
 type launchOutcome struct {
