@@ -14,6 +14,7 @@ import (
 
 	"github.com/gonbd/gonbd/export"
 	"github.com/gonbd/gonbd/nbd"
+	"github.com/gonbd/gonbd/object"
 	"github.com/hashicorp/go-hclog"
 	flag "github.com/spf13/pflag"
 )
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case o.list:
 		return listExports(o, stdout, stderr)
+	case printObjectHelp(o, stdout):
+		return 0
 	case o.fork && !isForkChild():
 		return forkServer(stderr)
 	}
@@ -67,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printObjectHelp prints help for the first --object that requests it
+// ("--object help", "--object tls-creds-x509,help") and reports whether
+// one did.
+func printObjectHelp(o *options, stdout io.Writer) bool {
+	for _, spec := range o.objects {
+		if object.PrintHelp(stdout, spec) {
+			return true
+		}
+	}
+	return false
 }
 
 // serve opens the export, listens and serves until the last client leaves
