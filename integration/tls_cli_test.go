@@ -288,3 +288,19 @@ func TestTLSBadObjectOneLine(t *testing.T) {
 	assert.Contains(t, r.stderr, "/nonexistent/keys.psk")
 	oneLine(t, r.stderr)
 }
+
+// TestTLSServerSigtermShutsDownOnce checks that SIGTERM stops a TLS server
+// with exit code 0 and one shutdown, not a second one started when Serve
+// returns.
+func TestTLSServerSigtermShutsDownOnce(t *testing.T) {
+	keys := pskDir(t, "rich")
+	s := startServer(t, "gonbd", "-f", "raw", "--object", pskObject(keys, "server", ""), "--tls-creds", "tls0",
+		sparseImage(t, 1<<20))
+	list := gonbdList(t, s, pskObject(keys, "client", "rich"))
+	require.Equal(t, 0, list.code, "gonbd -L: %s", list.stderr)
+
+	stopServer(t, s.proc)
+	log := s.stderr.String()
+	assert.Equal(t, 1, strings.Count(log, "shutting down: connections="), "log:\n%s", log)
+	assert.Equal(t, 1, strings.Count(log, "stopped"), "log:\n%s", log)
+}
