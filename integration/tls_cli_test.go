@@ -136,7 +136,7 @@ func (f tlsFailureFixture) cases() []tlsFailureCase {
 			qemuMessage: "Certificate does not match the hostname wrong.example.com",
 			listMessage: `does not match host name "wrong.example.com"`, serverLog: "handshake failed"},
 		{name: "AuthzDenied", setup: "authz-deny", object: client,
-			listMessage: "negotiate with NBD server", serverLog: `reason="TLS identity not authorized" identity="` + guideClientIdentity + `"`},
+			listMessage: "may have rejected this client's certificate or TLS identity", serverLog: `reason="TLS identity not authorized" identity="` + guideClientIdentity + `"`},
 		{name: "AuthzAllowed", setup: "authz-allow", object: client, ok: true,
 			serverLog: "tls=yes"},
 		{name: "WrongPSKKey", setup: "psk", object: pskObject(f.wrongKey, "client", "rich"),
