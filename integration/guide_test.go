@@ -128,8 +128,7 @@ certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-priv
 }
 
 // install copies ca-cert.pem and NAME-cert.pem / NAME-key.pem into dir as
-// ROLE-cert.pem / ROLE-key.pem, as the guide tells the reader to rename
-// them.
+// ROLE-cert.pem / ROLE-key.pem, the names the guide gives them.
 func (p guidePKI) install(t *testing.T, dir, name, role string) {
 	t.Helper()
 	copyFile(t, filepath.Join(p.work, "ca-cert.pem"), filepath.Join(dir, "ca-cert.pem"))
