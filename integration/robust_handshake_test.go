@@ -28,9 +28,9 @@ var robustMemoryArgs = []string{"-e", "0", "-t", "--handshake-limit", "1", "--im
 // would pass this bound many times over.
 const maxAttackGrowthKiB = 64 << 10
 
-// handshakeAttack is one hostile client. run returns once the server has
-// given the reply the protocol asks for or closed the connection.
-type handshakeAttack struct {
+// attack is one hostile client. run returns once the server has sent
+// the reply the protocol requires or closed the connection.
+type attack struct {
 	name string
 	run  func(t *testing.T, s *robustServer)
 }
@@ -38,16 +38,16 @@ type handshakeAttack struct {
 // runAttacks runs each attack against s while a well-behaved client stays
 // connected and keeps working, then checks that every hostile connection
 // was closed and memory stayed bounded.
-func runAttacks(t *testing.T, s *robustServer, attacks []handshakeAttack) {
+func runAttacks(t *testing.T, s *robustServer, attacks []attack) {
 	good := s.dial(t)
-	checkServes(t, good, 0, 1)
+	s.checkServes(t, good, 0, 1)
 	before := readProcStats(t, s.pid)
 	t.Logf("before the attacks: %s", before)
 
 	for i, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
 			a.run(t, s)
-			checkServes(t, good, int64(i+1)<<16, byte(i))
+			s.checkServes(t, good, int64(i+1)<<16, byte(i))
 		})
 	}
 
@@ -55,7 +55,7 @@ func runAttacks(t *testing.T, s *robustServer, attacks []handshakeAttack) {
 	t.Logf("after the attacks: %s", after)
 	assert.LessOrEqual(t, after.fds, before.fds, "open fds after the hostile clients left")
 	assert.LessOrEqual(t, after.hwmKiB-before.rssKiB, int64(maxAttackGrowthKiB), "peak RSS growth in KiB")
-	checkServes(t, good, 0, 2)
+	s.checkServes(t, good, 0, 2)
 }
 
 func TestRobustHandshakePlain(t *testing.T) {
@@ -77,8 +77,8 @@ func TestRobustHandshakePSK(t *testing.T) {
 const newstyleFlags = proto.ClientFlagFixedNewstyle | proto.ClientFlagNoZeroes
 
 // plainAttacks break the plaintext negotiation of a server without TLS.
-func plainAttacks() []handshakeAttack {
-	return []handshakeAttack{
+func plainAttacks() []attack {
+	return []attack{
 		{"UnknownClientFlags", func(t *testing.T, s *robustServer) {
 			c := dialRawFlags(t, s, newstyleFlags|1<<31)
 			c.expectClosed()
@@ -180,8 +180,8 @@ func metaContextData(export string, queries ...string) []byte {
 }
 
 // tlsAttacks break the negotiation of a server that requires TLS.
-func tlsAttacks() []handshakeAttack {
-	return []handshakeAttack{
+func tlsAttacks() []attack {
+	return []attack{
 		{"ExportNameBeforeTLS", func(t *testing.T, s *robustServer) {
 			c := dialRawFlags(t, s, newstyleFlags)
 			c.sendOption(proto.OptExportName, nil)
@@ -274,8 +274,8 @@ func (c *rawClient) startTLS(s *robustServer) {
 
 // stallAttacks are clients that stop partway; the handshake limit
 // (one second here) must end each of them.
-func stallAttacks() []handshakeAttack {
-	return []handshakeAttack{
+func stallAttacks() []attack {
+	return []attack{
 		{"StallBeforeClientFlags", func(t *testing.T, s *robustServer) {
 			c := dialRaw(t, s)
 			c.expectClosed()

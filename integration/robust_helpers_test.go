@@ -277,6 +277,8 @@ type robustServer struct {
 	network string // "tcp" or "unix"
 	addr    string
 	tls     tlscreds.Client // nil without TLS
+	// readOnly makes checkServes read without writing.
+	readOnly bool
 }
 
 // startRobustServer starts gonbd on loopback TCP with args (flags and
@@ -308,8 +310,20 @@ func (s *robustServer) tryDial() (*nbd.Client, error) {
 	return nbd.DialAddr(ctx, s.network, s.addr, opts...)
 }
 
-// checkServes writes a pattern through c at off and reads it back: the
-// proof that a well-behaved client still gets service.
+// checkServes writes a pattern through c at off and reads it back, or
+// only reads on a read-only server: the proof that a well-behaved client
+// still gets service.
+func (s *robustServer) checkServes(t *testing.T, c *nbd.Client, off int64, seed byte) {
+	t.Helper()
+	if s.readOnly {
+		_, err := c.ReadAt(make([]byte, 64<<10), off)
+		require.NoError(t, err, "well-behaved client read")
+		return
+	}
+	checkServes(t, c, off, seed)
+}
+
+// checkServes writes a pattern through c at off and reads it back.
 func checkServes(t *testing.T, c *nbd.Client, off int64, seed byte) {
 	t.Helper()
 	want := make([]byte, 64<<10)
