@@ -41,7 +41,7 @@ type attack struct {
 func runAttacks(t *testing.T, s *robustServer, attacks []attack) {
 	good := s.dial(t)
 	s.checkServes(t, good, 0, 1)
-	before := readProcStats(t, s.pid)
+	before := settledStats(t, s.pid)
 	t.Logf("before the attacks: %s", before)
 
 	for i, a := range attacks {

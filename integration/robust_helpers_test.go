@@ -270,6 +270,24 @@ func waitFDs(t *testing.T, pid, want int) procStats {
 	}
 }
 
+// settledStats waits until the fd count is the same in two readings
+// 100 ms apart, up to five seconds, and returns the last reading. It is
+// the baseline before a test, taken once connections that were just
+// closed (such as the readiness probe) are gone.
+func settledStats(t *testing.T, pid int) procStats {
+	t.Helper()
+	last := readProcStats(t, pid)
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		s := readProcStats(t, pid)
+		if s.fds == last.fds {
+			return s
+		}
+		last = s
+	}
+	return last
+}
+
 // robustServer is a gonbd process started by a robustness test.
 type robustServer struct {
 	*proc

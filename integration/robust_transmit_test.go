@@ -233,7 +233,7 @@ func TestRobustTransmitStuckReader(t *testing.T) {
 	s := startRobustServer(t, "-e", "0", "-t", "-f", "raw", randomImage(t, robustImageSize, 7))
 	good := s.dial(t)
 	checkServes(t, good, 0, 1)
-	before := readProcStats(t, s.pid)
+	before := settledStats(t, s.pid)
 
 	stuck := dialRawFlags(t, s, newstyleFlags)
 	require.NoError(t, stuck.conn.(*net.TCPConn).SetReadBuffer(4096))
