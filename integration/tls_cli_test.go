@@ -205,7 +205,7 @@ func TestTLSFailures(t *testing.T) {
 				assert.Contains(t, list.stderr, tc.listMessage)
 				assert.Empty(t, list.stdout)
 			}
-			assert.Contains(t, waitLog(gonbd.proc, logStart, tc.serverLog), tc.serverLog)
+			assert.Contains(t, waitProcLog(gonbd.proc, logStart, tc.serverLog), tc.serverLog)
 
 			// The control: qemu-nbd with the same credentials.
 			controlInfo := qemuImgInfo(t, control, tc.object, tc.imageOpts...)
@@ -245,7 +245,7 @@ func TestTLSOptional(t *testing.T) {
 				list := gonbdList(t, s, tc.object)
 				assert.Equal(t, 0, list.code, "gonbd -L against %s: %s", s.tool, list.stderr)
 				if s.tool == "gonbd" {
-					assert.Contains(t, waitLog(s.proc, logStart, tc.log), tc.log)
+					assert.Contains(t, waitProcLog(s.proc, logStart, tc.log), tc.log)
 				}
 			}
 		})
