@@ -248,7 +248,7 @@ func guideServers(t *testing.T, args ...string) []nbdServer {
 	return servers
 }
 
-// waitLog waits up to 10 seconds for the server's stderr, after the first
+// waitProcLog waits up to 10 seconds for the server's stderr, after the first
 // from bytes, to contain want, and returns that part of the log.
 func waitProcLog(p *proc, from int, want string) string {
 	deadline := time.Now().Add(10 * time.Second)
