@@ -5,6 +5,7 @@ package export
 
 import (
 	"context"
+	"os"
 
 	"github.com/pojntfx/go-nbd/pkg/backend"
 )
@@ -98,4 +99,14 @@ type Rotationaler interface {
 // maximum) for NBD_INFO_BLOCK_SIZE.
 type BlockSizer interface {
 	BlockSize() (minimum, preferred, maximum uint32)
+}
+
+// FileSectioner is implemented by backends whose data at an offset is the
+// data of an open file at some position. The server then sends read
+// replies from the file to the socket with sendfile, without copying
+// them through its own memory.
+type FileSectioner interface {
+	// FileSection returns the file and position holding length bytes at
+	// off, or ok false when those bytes must be read with ReadAt.
+	FileSection(off, length int64) (f *os.File, pos int64, ok bool)
 }

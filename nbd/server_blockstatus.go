@@ -157,6 +157,7 @@ func (t *transmission) readSparse(r *serverRequest) (bool, error) {
 		return false, nil
 	}
 
+	t.acquirePayload(r, int(n))
 	data := r.payload[:n]
 	pos := uint64(0)
 	for i := 0; i < len(r.status); i += 2 {

@@ -179,6 +179,19 @@ func (t *transmission) cmdRead(r *serverRequest) error {
 		}
 	}
 
+	if t.sectioner != nil {
+		if f, pos, ok := t.sectioner.FileSection(int64(r.req.Offset), int64(n)); ok {
+			if t.structured {
+				r.dataChunkHeader(proto.ReplyFlagDone, r.req.Offset, n)
+			} else {
+				r.simpleReply(0)
+			}
+			r.appendFile(f, pos, n)
+			return nil
+		}
+	}
+
+	t.acquirePayload(r, n)
 	data := r.payload[:n]
 	if err := readFullAt(t.backend, data, int64(r.req.Offset)); err != nil {
 		return err

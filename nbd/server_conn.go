@@ -8,11 +8,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gonbd/gonbd/nbd/proto"
 	"github.com/gonbd/gonbd/tlscreds"
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // serverConn is one client connection: its negotiation state and, once in
@@ -162,6 +164,32 @@ func (c *serverConn) requestDone() {
 		_ = c.conn.SetReadDeadline(time.Now())
 		c.mu.Unlock()
 	}
+}
+
+// clearReadDeadline lets the reader go on during shutdown. requestDone
+// sets the deadline again once no request is in flight.
+func (c *serverConn) clearReadDeadline() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn.SetReadDeadline(time.Time{})
+}
+
+// unreadBytes returns how many bytes wait in the socket's receive queue
+// (SIOCINQ), or 0 when the connection has no socket to ask.
+func (c *serverConn) unreadBytes() int {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	})
+	return n
 }
 
 // enterTransmission clears the handshake deadline, unless Shutdown has

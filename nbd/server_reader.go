@@ -70,18 +70,21 @@ func (t *transmission) readLoop(role *readerRole) {
 }
 
 // serve runs r on the reader's goroutine and reports whether this
-// goroutine is still the reader.
+// goroutine is still the reader. The slow timer runs while the reply is
+// sent too, so a reader blocked on a full socket also hands on the role.
+// The connection then goes on reading, and requests that arrive during
+// shutdown get their ESHUTDOWN replies.
 func (t *transmission) serve(role *readerRole, r *serverRequest) bool {
+	// While the next request is already buffered, a small reply waits to
+	// share a system call with the next one.
+	moreBuffered := t.br.Buffered() >= proto.RequestHeaderSize
+
 	role.state.Store(roleServing)
 	t.slowTimer.Reset(slowRequest)
 	t.handle(r)
+	t.finish(r, moreBuffered)
 	t.slowTimer.Stop()
-	reader := role.state.CompareAndSwap(roleServing, roleReading)
-
-	// While the next request is already buffered, a small reply waits to
-	// share a system call with the next one.
-	t.finish(r, reader && t.br.Buffered() >= proto.RequestHeaderSize)
-	return reader
+	return role.state.CompareAndSwap(roleServing, roleReading)
 }
 
 // promoteReader runs when the reader has served one request for
@@ -104,8 +107,8 @@ func (t *transmission) promoteReader() {
 	}()
 }
 
-// readRequest reads and checks the next request and takes its payload
-// buffer. It returns nil at the end: with a nil error after NBD_CMD_DISC.
+// readRequest reads and checks the next request, and the data of a
+// write. A read takes its buffer when served, unless it needs none. It returns nil at the end: with a nil error after NBD_CMD_DISC.
 func (t *transmission) readRequest() (*serverRequest, error) {
 	if t.br.Buffered() < proto.RequestHeaderSize {
 		// The next read may block, so send the replies held back.
@@ -113,7 +116,7 @@ func (t *transmission) readRequest() (*serverRequest, error) {
 			t.writeFailed(err)
 		}
 	}
-	if _, err := io.ReadFull(t.br, t.hb[:]); err != nil {
+	if err := t.readHeader(); err != nil {
 		return nil, t.readError(err)
 	}
 	r := getServerRequest()
@@ -140,11 +143,25 @@ func (t *transmission) readRequest() (*serverRequest, error) {
 			return nil, err
 		}
 	}
-	if r.errno == 0 && r.req.Command == proto.CmdRead {
-		t.acquirePayload(r, int(r.req.Length))
-	}
 	t.c.inFlight.Add(1)
 	return r, nil
+}
+
+// readHeader reads the next request header into t.hb. During shutdown
+// the read deadline stops the reader once no request is in flight, but
+// requests may already wait in the socket: closing it then would reset
+// the connection and lose replies the client has not read yet. So the
+// reader goes on while the socket has unread bytes.
+func (t *transmission) readHeader() error {
+	for {
+		_, err := io.ReadFull(t.br, t.hb[:])
+		if err == nil || !isTimeout(err) || !t.c.isShuttingDown() || t.br.Buffered() > 0 || t.c.unreadBytes() == 0 {
+			return err
+		}
+		if err := t.c.clearReadDeadline(); err != nil {
+			return err
+		}
+	}
 }
 
 // finish sends r's reply and releases r.

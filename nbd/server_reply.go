@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"encoding/binary"
+	"os"
 	"slices"
 	"sync"
 
@@ -30,11 +31,14 @@ type serverRequest struct {
 	status   []uint32 // block status descriptors under construction
 }
 
-// replySegment is one piece of a reply: data when non-nil, otherwise
-// scratch[start:end].
+// replySegment is one piece of a reply: fileLen bytes of file at filePos
+// when file is set, data when non-nil, otherwise scratch[start:end].
 type replySegment struct {
 	start, end int
 	data       []byte
+	file       *os.File
+	filePos    int64
+	fileLen    int
 }
 
 var serverRequestPool = sync.Pool{New: func() any { return new(serverRequest) }}
@@ -79,6 +83,12 @@ func (r *serverRequest) appendData(b []byte) {
 	}
 }
 
+// appendFile appends n bytes of f at pos to the reply; the writer sends
+// them with sendfile.
+func (r *serverRequest) appendFile(f *os.File, pos int64, n int) {
+	r.segments = append(r.segments, replySegment{file: f, filePos: pos, fileLen: n})
+}
+
 // resetReply drops a reply under construction, such as a partial read
 // that failed.
 func (r *serverRequest) resetReply() {
@@ -115,10 +125,16 @@ func (r *serverRequest) noneChunk() {
 // dataChunk appends an NBD_REPLY_TYPE_OFFSET_DATA chunk for data read at
 // offset.
 func (r *serverRequest) dataChunk(flags uint16, offset uint64, data []byte) {
-	b := r.reserve(proto.StructuredReplyHeaderSize + 8)
-	r.chunkHeader(b, flags, proto.ReplyTypeOffsetData, 8+len(data))
-	binary.BigEndian.PutUint64(b[proto.StructuredReplyHeaderSize:], offset)
+	r.dataChunkHeader(flags, offset, len(data))
 	r.appendData(data)
+}
+
+// dataChunkHeader appends the header of an NBD_REPLY_TYPE_OFFSET_DATA
+// chunk of n data bytes, which the caller appends next.
+func (r *serverRequest) dataChunkHeader(flags uint16, offset uint64, n int) {
+	b := r.reserve(proto.StructuredReplyHeaderSize + 8)
+	r.chunkHeader(b, flags, proto.ReplyTypeOffsetData, 8+n)
+	binary.BigEndian.PutUint64(b[proto.StructuredReplyHeaderSize:], offset)
 }
 
 // holeChunk appends an NBD_REPLY_TYPE_OFFSET_HOLE chunk.

@@ -37,6 +37,9 @@ type transmission struct {
 	extenter  export.Extenter
 	depth     export.DepthExtenter
 	fuaWriter export.FUAWriter
+	// sectioner is set when read data can go from the backend's file to
+	// the socket with sendfile: on plain TCP and Unix sockets.
+	sectioner export.FileSectioner
 
 	out     *replyWriter
 	buffers payloadBuffers
@@ -74,6 +77,9 @@ func (c *serverConn) newTransmission(ctx context.Context) (*transmission, error)
 	}
 	t.out = newReplyWriter(t.conn, c.srv.cfg.WriteTimeout)
 	t.buffers.init()
+	if t.out.raw != nil {
+		t.sectioner, _ = b.(export.FileSectioner)
+	}
 	t.trimmer, _ = b.(export.Trimmer)
 	t.zeroer, _ = b.(export.Zeroer)
 	t.cacher, _ = b.(export.Cacher)
@@ -152,9 +158,10 @@ func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) erro
 	return nil
 }
 
-// acquirePayload waits for n bytes of budget and takes a buffer.
+// acquirePayload waits for n bytes of budget and takes a buffer, unless
+// r has one.
 func (t *transmission) acquirePayload(r *serverRequest, n int) {
-	if n == 0 {
+	if n == 0 || r.buf != nil {
 		return
 	}
 	r.buf, r.budget = t.buffers.get(n)

@@ -1,13 +1,19 @@
 package nbd
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// replyWriter writes replies to one connection. Whoever served a request
-// sends its reply under the writer's mutex, so a reply takes no hand-off
+// replyWriter writes replies to one connection. The goroutine that served
+// a request sends its reply under the writer's mutex, so a reply takes no hand-off
 // to another goroutine. Headers and other small pieces gather in a
 // buffer. A reply with data goes out with one writev of the buffer and
 // the data on TCP and Unix sockets. On other connections, such as TLS
@@ -17,10 +23,12 @@ type replyWriter struct {
 	mu      sync.Mutex
 	conn    net.Conn
 	timeout time.Duration
-	vectors bool      // conn writes net.Buffers with writev
-	small   []byte    // pending small pieces
-	vec     [2][]byte // writev scratch
-	err     error     // first write error; later sends fail with it
+	vectors bool // conn writes net.Buffers with writev
+	// raw is the socket of a TCP or Unix connection, for sendfile.
+	raw   syscall.RawConn
+	small []byte    // pending small pieces
+	vec   [2][]byte // writev scratch
+	err   error     // first write error; later sends fail with it
 }
 
 // smallBufferSize is the pending small-piece buffer: 4096 simple replies.
@@ -31,6 +39,9 @@ func newReplyWriter(conn net.Conn, timeout time.Duration) *replyWriter {
 	switch conn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		w.vectors = true
+		if sc, ok := conn.(syscall.Conn); ok {
+			w.raw, _ = sc.SyscallConn()
+		}
 	}
 	return w
 }
@@ -51,9 +62,12 @@ func (w *replyWriter) send(r *serverRequest, deferFlush bool) error {
 
 	for _, s := range r.segments {
 		var err error
-		if s.data == nil {
+		switch {
+		case s.file != nil:
+			err = w.sendFile(s.file, s.filePos, s.fileLen)
+		case s.data == nil:
 			err = w.writeSmall(r.scratch[s.start:s.end])
-		} else {
+		default:
 			err = w.writeData(r, s.data)
 		}
 		if err != nil {
@@ -108,6 +122,55 @@ func (w *replyWriter) writeData(r *serverRequest, data []byte) error {
 	}
 	_, err := w.conn.Write(data)
 	return err
+}
+
+// sendFile writes the pending small pieces, with MSG_MORE so that TCP
+// sends them in one segment with the data, and then n bytes of f at pos
+// with sendfile. On TCP and, since Linux 6.5, on Unix sockets sendfile
+// hands page cache pages to the socket without copying them. A file that
+// ends early leaves the reply short, so that is an error that ends the
+// connection.
+func (w *replyWriter) sendFile(f *os.File, pos int64, n int) error {
+	src := int(f.Fd())
+	small := w.small
+	var opErr error
+	err := w.raw.Write(func(fd uintptr) bool {
+		for len(small) > 0 {
+			m, e := unix.SendmsgN(int(fd), small, nil, nil, unix.MSG_MORE)
+			switch {
+			case e == unix.EAGAIN:
+				return false
+			case e == unix.EINTR:
+				continue
+			case e != nil:
+				opErr = fmt.Errorf("sendmsg: %w", e)
+				return true
+			}
+			small = small[m:]
+		}
+		for n > 0 {
+			m, e := unix.Sendfile(int(fd), src, &pos, n)
+			n -= max(m, 0)
+			switch {
+			case e == unix.EAGAIN:
+				return false
+			case e == unix.EINTR:
+				continue
+			case e != nil:
+				opErr = fmt.Errorf("sendfile from %s: %w", f.Name(), e)
+				return true
+			case m == 0:
+				opErr = fmt.Errorf("sendfile from %s at %d: %w", f.Name(), pos, io.ErrUnexpectedEOF)
+				return true
+			}
+		}
+		return true
+	})
+	w.small = w.small[:0]
+	if err != nil {
+		return err
+	}
+	return opErr
 }
 
 // flush writes out anything buffered.

@@ -3,6 +3,7 @@ package file
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/gonbd/gonbd/export"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,16 @@ func (b *Backend) ReadAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("read %s at %d: %w", b.path, b.offset+off, err)
 	}
 	return n, nil
+}
+
+// FileSection returns the image file and the position of the export's
+// bytes at off, except with O_DIRECT, where reads must not go through the
+// page cache.
+func (b *Backend) FileSection(off, length int64) (*os.File, int64, bool) {
+	if b.direct != nil || !b.inRange(off, length) {
+		return nil, 0, false
+	}
+	return b.f, b.offset + off, true
 }
 
 // WriteAt writes to the image. With detect-zeroes on or unmap, a buffer of
