@@ -22,14 +22,16 @@ type payloadBuffers struct {
 
 const (
 	// payloadBudgetBytes bounds the payload bytes (write data read, read
-	// data not yet sent) one connection holds at once. A single request
-	// may take the whole budget, so any request up to the protocol's
-	// maximum payload can proceed.
-	payloadBudgetBytes = 16 << 20
-	// retainBytes bounds the returned buffers a connection keeps. The
-	// reader, serving one request at a time, needs one buffer; workers
-	// need one each.
-	retainBytes = 4 << 20
+	// data not yet sent) one connection holds at once: eight of nbdcopy's
+	// 256 KiB requests. A single request may take the whole budget, so
+	// any request up to the protocol's maximum payload can proceed. With
+	// 16 MiB, four connections writing one file (whose inode lock makes
+	// pwrite slow enough to hand the reader role on) reached qemu-nbd's
+	// peak RSS in make bench.
+	payloadBudgetBytes = 2 << 20
+	// retainBytes bounds the returned buffers a connection keeps: the
+	// reader's buffer and a few for goroutines it handed the role to.
+	retainBytes = 1 << 20
 	// bufferRound rounds allocations up, so that requests of slightly
 	// different lengths can share buffers.
 	bufferRound = 64 << 10
