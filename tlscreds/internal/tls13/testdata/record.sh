@@ -6,7 +6,7 @@
 # gnutls-NAME.keylog, and the exported keying material is gnutls-NAME.exporter.
 #
 # Usage: cd tlscreds/internal/tls13/testdata && ./record.sh
-# Needs gnutls-cli, gnutls-serv and go on PATH. psk.txt holds the test-only
+# Needs gnutls-cli, gnutls-serv and go on PATH. psk.txt contains the test-only
 # PSK in gnutls-serv --pskpasswd format and is reused, so that the vectors
 # stay comparable; delete it to draw a new key.
 set -euo pipefail
@@ -44,6 +44,9 @@ record() {
 	local name=$1 server_priority=$2 client_priority=$3 port
 	rm -f "$work"/*
 	port=$((20000 + RANDOM % 20000))
+	# NOTE: gnutls-serv 3.7.9 has no option to choose its listening address,
+	# so it listens on every interface for the few seconds of one session.
+	# Only the relay on 127.0.0.1 connects to it.
 	SSLKEYLOGFILE=$work/server.keylog gnutls-serv --echo --nodb --pskpasswd psk.txt \
 		--priority "$server_priority" --port "$port" >"$work/server.out" 2>&1 &
 	server_pid=$!

@@ -1,7 +1,7 @@
 //go:build ignore
 
 // Relay forwards one TCP connection on loopback and writes every TLS record
-// it sees, one per line: "C <hex>" for client to server, "S <hex>" for server
+// it forwards, one per line: "C <hex>" for client to server, "S <hex>" for server
 // to client, in the order the relay read them. record.sh runs it between
 // gnutls-cli and gnutls-serv.
 //
@@ -22,8 +22,8 @@ import (
 	"time"
 )
 
-// timeout bounds the whole recording: one handshake and a few lines of
-// application data take well under a second on loopback.
+// timeout bounds the whole recording: one handshake, one line of
+// application data and gnutls-cli's one-second wait for the echo.
 const timeout = 30 * time.Second
 
 func main() {
@@ -90,7 +90,7 @@ func run(portFile, target, out string) error {
 	return f.Close()
 }
 
-// recordLog serialises the lines of both directions.
+// recordLog serializes the lines of both directions.
 type recordLog struct {
 	mu sync.Mutex
 	w  io.Writer
@@ -114,9 +114,9 @@ func forward(l *recordLog, dir string, dst, src net.Conn) error {
 			if err == io.EOF {
 				return nil
 			}
-			// A reset after the last record (gnutls-serv closes
-			// without reading the client's close_notify) ends the
-			// recording too.
+			// A read error between records, such as a reset when
+			// a peer closes with unread data, ends this direction
+			// and keeps the records read so far.
 			log.Printf("relay: %s: read record header: %v", dir, err)
 			return nil
 		}
