@@ -79,7 +79,8 @@ type gnutlsSession struct {
 	// client and server are the records each side sent, in order.
 	client, server [][]byte
 	// keylog maps an NSS key log label to its secrets in log order.
-	keylog   map[string][][]byte
+	keylog map[string][][]byte
+	// exporter is the keying material gnutls-cli exported, if recorded.
 	exporter []byte
 
 	// The unprotected handshake messages. clientHello1 and
@@ -91,19 +92,15 @@ type gnutlsSession struct {
 	serverHello       []byte
 }
 
-func loadGnuTLSSession(t *testing.T, name string, suite uint16, hrr bool) *gnutlsSession {
+// loadGnuTLSSession reads testdata/BASE.records, BASE.keylog and, if it
+// exists, BASE.exporter.
+func loadGnuTLSSession(t *testing.T, base string, suite uint16, hrr bool) *gnutlsSession {
 	t.Helper()
 	s := &gnutlsSession{suite: SuiteByID(suite), keylog: map[string][][]byte{}}
 	require.NotNil(t, s.suite)
 
-	pskLine, err := os.ReadFile(filepath.Join("testdata", "psk.txt"))
-	require.NoError(t, err)
-	identity, keyHex, ok := strings.Cut(strings.TrimSpace(string(pskLine)), ":")
-	require.True(t, ok, "testdata/psk.txt is not IDENTITY:HEXKEY")
-	s.identity = identity
-	s.psk = unhex(t, keyHex)
-
-	for _, line := range readLines(t, "gnutls-"+name+".records") {
+	s.identity, s.psk = readRecordedPSK(t)
+	for _, line := range readLines(t, base+".records") {
 		dir, recHex, ok := strings.Cut(line, " ")
 		require.True(t, ok, "malformed record line %q", line)
 		switch dir {
@@ -116,15 +113,17 @@ func loadGnuTLSSession(t *testing.T, name string, suite uint16, hrr bool) *gnutl
 		}
 	}
 	var clientRandoms []string
-	for _, line := range readLines(t, "gnutls-"+name+".keylog") {
+	for _, line := range readLines(t, base+".keylog") {
 		fields := strings.Fields(line)
 		require.Len(t, fields, 3, "malformed key log line %q", line)
 		clientRandoms = append(clientRandoms, fields[1])
 		s.keylog[fields[0]] = append(s.keylog[fields[0]], unhex(t, fields[2]))
 	}
-	exporter := readLines(t, "gnutls-"+name+".exporter")
-	require.Len(t, exporter, 1)
-	s.exporter = unhex(t, exporter[0])
+	if _, err := os.Stat(filepath.Join("testdata", base+".exporter")); err == nil {
+		exporter := readLines(t, base+".exporter")
+		require.Len(t, exporter, 1)
+		s.exporter = unhex(t, exporter[0])
+	}
 
 	clientMsgs := plaintextHandshake(t, s.client)
 	serverMsgs := plaintextHandshake(t, s.server)
@@ -147,6 +146,17 @@ func loadGnuTLSSession(t *testing.T, name string, suite uint16, hrr bool) *gnutl
 		assert.Equal(t, hex.EncodeToString(first.random), random)
 	}
 	return s
+}
+
+// readRecordedPSK returns the identity and key of testdata/psk.txt, a
+// gnutls-serv --pskpasswd file.
+func readRecordedPSK(t *testing.T) (identity string, key []byte) {
+	t.Helper()
+	lines := readLines(t, "psk.txt")
+	require.Len(t, lines, 1)
+	identity, keyHex, ok := strings.Cut(lines[0], ":")
+	require.True(t, ok, "testdata/psk.txt is not IDENTITY:HEXKEY")
+	return identity, unhex(t, keyHex)
 }
 
 func readLines(t *testing.T, name string) []string {
@@ -239,7 +249,7 @@ func (s *gnutlsSession) handshakeSecret(t *testing.T) []byte {
 func TestKeyScheduleGnuTLSServerHello(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			sh, err := parseServerHello(s.serverHello)
 			require.NoError(t, err)
 			assert.False(t, sh.isHelloRetryRequest())
@@ -268,7 +278,7 @@ func TestKeyScheduleGnuTLSServerHello(t *testing.T) {
 func TestKeyScheduleGnuTLSBinder(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			h := s.suite.Hash
 			ch, err := parseClientHello(s.clientHello)
 			require.NoError(t, err)
@@ -322,7 +332,7 @@ func TestKeyScheduleGnuTLSBinder(t *testing.T) {
 // binder test above would catch a swapped label.
 func TestKeyScheduleGnuTLSBinderRejectsResumptionLabel(t *testing.T) {
 	tc := gnutlsSessions[0]
-	s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+	s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 	h := s.suite.Hash
 	ch, err := parseClientHello(s.clientHello)
 	require.NoError(t, err)
@@ -337,7 +347,7 @@ func TestKeyScheduleGnuTLSBinderRejectsResumptionLabel(t *testing.T) {
 func TestKeyScheduleGnuTLSEarlySecrets(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			h := s.suite.Hash
 			early := earlySecret(h, s.psk)
 
@@ -370,7 +380,7 @@ func TestKeyScheduleGnuTLSPSKOnlySecrets(t *testing.T) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			h := s.suite.Hash
 			hsSecret := s.handshakeSecret(t)
 			require.NotNil(t, hsSecret)
@@ -417,7 +427,8 @@ func serverHandshakeFlight(t *testing.T, s *gnutlsSession, serverHS []byte) (ee,
 func TestKeyScheduleGnuTLSExporter(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
+			require.Len(t, s.exporter, 32, "--keymatexportsize")
 			h := s.suite.Hash
 			secret := deriveSecret(h, s.secret(t, "EXPORTER_SECRET"), gnutlsExporterLabel, emptyHash(h))
 			assert.Equal(t, s.exporter, expandLabel(h, secret, "exporter", emptyHash(h), len(s.exporter)))
@@ -432,7 +443,7 @@ func TestKeyScheduleGnuTLSExporter(t *testing.T) {
 func TestKeyScheduleGnuTLSClientReplay(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			clientHS := s.secret(t, "CLIENT_HANDSHAKE_TRAFFIC_SECRET")
 			serverHS := s.secret(t, "SERVER_HANDSHAKE_TRAFFIC_SECRET")
 			clientAP := s.secret(t, "CLIENT_TRAFFIC_SECRET_0")
@@ -481,7 +492,7 @@ func TestKeyScheduleGnuTLSClientReplay(t *testing.T) {
 func TestKeyScheduleGnuTLSServerReplay(t *testing.T) {
 	for _, tc := range gnutlsSessions {
 		t.Run(tc.name, func(t *testing.T) {
-			s := loadGnuTLSSession(t, tc.name, tc.suite, tc.hrr)
+			s := loadGnuTLSSession(t, "gnutls-"+tc.name, tc.suite, tc.hrr)
 			clientHS := s.secret(t, "CLIENT_HANDSHAKE_TRAFFIC_SECRET")
 			serverHS := s.secret(t, "SERVER_HANDSHAKE_TRAFFIC_SECRET")
 			clientAP := s.secret(t, "CLIENT_TRAFFIC_SECRET_0")

@@ -1,9 +1,16 @@
 #!/bin/bash
-# Re-records the GnuTLS external-PSK sessions that keyschedule_gnutls_test.go
-# checks. Each session runs gnutls-cli against gnutls-serv --echo on
+# Re-records the external-PSK sessions that keyschedule_gnutls_test.go and
+# keyschedule_gnutls_peer_test.go check.
+#
+# gnutls-NAME: each session runs gnutls-cli against gnutls-serv --echo on
 # loopback through relay.go, which writes the TLS records of both directions
 # to gnutls-NAME.records. The client's SSLKEYLOGFILE output becomes
 # gnutls-NAME.keylog, and the exported keying material is gnutls-NAME.exporter.
+#
+# gonbd-NAME: go test -tags gnutlsrecord runs TestRecordGnuTLSPeerSessions
+# (record_gnutls_peer_test.go), which connects gonbd's client to gnutls-serv
+# and gnutls-cli to gonbd's server with seeded randomness and writes the
+# records and the GnuTLS side's key log.
 #
 # Usage: cd tlscreds/internal/tls13/testdata && ./record.sh
 # Needs gnutls-cli, gnutls-serv and go on PATH. psk.txt contains the test-only
@@ -101,4 +108,7 @@ record psk-dhe-aes128gcm-hrr "$psk_dhe:-GROUP-ALL:+GROUP-SECP384R1" \
 record psk-ke-aes128gcm "$psk_only" "$psk_only:$aes128"
 record psk-ke-chacha20 "$psk_only" "$psk_only:$chacha"
 
-{ gnutls-cli --version | head -1; gnutls-serv --version | head -1; } >versions.txt
+(cd .. && go test -tags gnutlsrecord -run '^TestRecordGnuTLSPeerSessions$' -count=1 .)
+echo "recorded gonbd sessions"
+
+{ go version; gnutls-cli --version | head -1; gnutls-serv --version | head -1; } >versions.txt
