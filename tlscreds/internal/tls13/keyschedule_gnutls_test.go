@@ -22,9 +22,11 @@ package tls13
 //     alone: the early secret, the "ext binder" binder (also after a
 //     HelloRetryRequest), and the client early traffic and early exporter
 //     secrets. Recomputed from the logged traffic secrets: traffic keys and
-//     IVs (every protected record decrypts, and the client's records seal
-//     to the recorded bytes), both Finished MACs over the recorded
-//     transcript, and the exported keying material.
+//     IVs (every protected record decrypts, and the client's records and
+//     the server's EncryptedExtensions and Finished seal to the recorded
+//     bytes), both Finished MACs over the recorded transcript, and the
+//     exported keying material. keyschedule_gnutls_peer_test.go pins the
+//     rest with seeded sessions between gonbd and GnuTLS.
 //   - psk_ke sessions (gnutls "+PSK" without "+ECDHE-PSK"): the whole
 //     schedule follows from the PSK, so every secret in the key log is
 //     recomputed. gonbd's handshakes refuse psk_ke, but the schedule
