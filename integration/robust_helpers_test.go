@@ -305,6 +305,13 @@ func startRobustServer(t *testing.T, args ...string) *robustServer {
 	t.Helper()
 	s := serveTCP(t, args...)
 	addr := strings.TrimSuffix(strings.TrimPrefix(s.uri, "nbd://"), "/")
+	t.Cleanup(func() {
+		// A gonbd built with -race (scripts/robustness does) reports
+		// data races on stderr while it runs.
+		if strings.Contains(s.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("gonbd reported a data race:\n%s", s.stderr.String())
+		}
+	})
 	return &robustServer{proc: s.proc, pid: s.cmd.Process.Pid, network: "tcp", addr: addr}
 }
 
