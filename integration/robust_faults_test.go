@@ -320,20 +320,28 @@ func (b *faultyBackend) Sync() error {
 // with and without structured replies, and the connection goes on.
 func TestRobustBackendErrors(t *testing.T) {
 	const badOff, badLen = 1 << 20, 64 << 10
-	for _, errno := range []syscall.Errno{syscall.EIO, syscall.ENOSPC} {
+	for _, tc := range []struct {
+		name  string
+		errno syscall.Errno
+		want  proto.Errno
+	}{
+		{"EIO", syscall.EIO, proto.EIO},
+		{"ENOSPC", syscall.ENOSPC, proto.ENOSPC},
+	} {
+		errno, want := tc.errno, tc.want
 		backend := &faultyBackend{Backend: memory.New(8<<20, false), badOff: badOff, badLen: badLen, errno: errno}
 		// Data in the bad range, so that block status does not report
 		// it as a hole that a structured read answers without ReadAt.
 		_, err := backend.Backend.WriteAt(bytes.Repeat([]byte{1}, badLen), badOff)
 		require.NoError(t, err)
 		s, logs := startInProcess(t, nbd.ServerConfig{Exports: []*nbd.Export{{Name: "", Backend: backend}}})
-		want := proto.EIO
-		if errno == syscall.ENOSPC {
-			want = proto.ENOSPC
-		}
 
 		for _, structured := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/structured=%v", want, structured), func(t *testing.T) {
+			name := tc.name + "/SimpleReplies"
+			if structured {
+				name = tc.name + "/StructuredReplies"
+			}
+			t.Run(name, func(t *testing.T) {
 				var opts []nbd.DialOption
 				if !structured {
 					opts = append(opts, nbd.WithoutStructuredReplies())
