@@ -369,6 +369,7 @@ type tlsSetup struct {
 	name   string
 	args   []string
 	client tlscreds.Client
+	server tlscreds.Server // the same credentials, for in-process servers
 }
 
 // x509Setup creates x509 credentials with gonbd-creds.
@@ -377,10 +378,13 @@ func x509Setup(t *testing.T) tlsSetup {
 	dir := gonbdCredsX509(t)
 	client, err := tlscreds.LoadX509(tlscreds.X509Config{Dir: dir, Endpoint: tlscreds.EndpointClient, VerifyPeer: true})
 	require.NoError(t, err)
+	server, err := tlscreds.LoadX509(tlscreds.X509Config{Dir: dir, Endpoint: tlscreds.EndpointServer, VerifyPeer: true})
+	require.NoError(t, err)
 	return tlsSetup{
 		name:   "X509",
 		args:   []string{"--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + dir, "--tls-creds", "tls0"},
 		client: client,
+		server: server,
 	}
 }
 
@@ -391,10 +395,13 @@ func pskSetup(t *testing.T) tlsSetup {
 	mustRun(t, bin(t, "gonbd-creds"), "psk", "--dir", dir, "--username", "alice")
 	client, err := tlscreds.LoadPSK(tlscreds.PSKConfig{Dir: dir, Endpoint: tlscreds.EndpointClient, Username: "alice"})
 	require.NoError(t, err)
+	server, err := tlscreds.LoadPSK(tlscreds.PSKConfig{Dir: dir, Endpoint: tlscreds.EndpointServer})
+	require.NoError(t, err)
 	return tlsSetup{
 		name:   "PSK",
 		args:   []string{"--object", "tls-creds-psk,id=tls0,endpoint=server,dir=" + dir, "--tls-creds", "tls0"},
 		client: client,
+		server: server,
 	}
 }
 
