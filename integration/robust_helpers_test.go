@@ -270,6 +270,16 @@ func waitFDs(t *testing.T, pid, want int) procStats {
 	}
 }
 
+// memoryBoundKiB returns kib, or ten times kib when GONBD_RACE=1 says the
+// binaries were built with -race, whose detector needs 5 to 10 times the
+// memory (Go's race detector documentation gives that range).
+func memoryBoundKiB(kib int64) int64 {
+	if os.Getenv("GONBD_RACE") == "1" {
+		return 10 * kib
+	}
+	return kib
+}
+
 // settledStats waits until the fd count is the same in two readings
 // 100 ms apart, up to five seconds, and returns the last reading. It is
 // the baseline before a test, taken once connections that were just
