@@ -116,10 +116,11 @@ func TestSystemdSocketActivation(t *testing.T) {
 	require.NoError(t, err)
 	f, err := l.(*net.UnixListener).File()
 	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	l.Close()
 
 	img := sparseImage(t, 1<<20)
-	// LISTEN_PID must be gonbd's own pid, which sh knows before exec.
+	// LISTEN_PID must be gonbd's pid: sh sets it to its own ($$), which exec keeps.
 	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin(t, "gonbd"), "-f", "raw", img)
 	cmd.ExtraFiles = []*os.File{f}
 	var stderr syncBuffer
@@ -206,4 +207,18 @@ func TestBadInput(t *testing.T) {
 			oneLine(t, r.stderr)
 		})
 	}
+}
+
+func TestListExports(t *testing.T) {
+	img := sparseImage(t, 1<<20)
+	srv := serveUnix(t, "-t", "-x", "disk0", "-D", "first disk", "-f", "raw", img)
+	sock := strings.TrimPrefix(srv.uri, "nbd+unix:///?socket=")
+
+	out := mustRun(t, bin(t, "gonbd"), "-L", "-k", sock)
+	assert.Contains(t, out, "exports available: 1")
+	assert.Contains(t, out, "export: 'disk0'")
+	assert.Contains(t, out, "description: first disk")
+
+	want := mustRun(t, requireTool(t, "qemu-nbd"), "-L", "-k", sock)
+	assert.Equal(t, want, out, "gonbd -L prints what qemu-nbd -L prints")
 }

@@ -106,9 +106,11 @@ func TestQemuIoPatterns(t *testing.T) {
 			io("write -P 0x11 3000 5000", "read -P 0x11 3000 5000", "read -P 0 2M 2M")
 
 			data := fileBytes(t, img)
-			assert.Equal(t, bytes.Repeat([]byte{0xab}, 512<<10), data[:512<<10])
-			assert.Equal(t, make([]byte, 64<<10), data[512<<10:576<<10])
-			assert.Equal(t, bytes.Repeat([]byte{0x11}, 5000), data[3000:8000])
+			assert.True(t, bytes.Equal(bytes.Repeat([]byte{0xab}, 3000), data[:3000]), "pattern 0xab before 3000")
+			assert.True(t, bytes.Equal(bytes.Repeat([]byte{0x11}, 5000), data[3000:8000]), "pattern 0x11 at 3000")
+			assert.True(t, bytes.Equal(bytes.Repeat([]byte{0xab}, 512<<10-8000), data[8000:512<<10]), "pattern 0xab up to 512k")
+			assert.True(t, bytes.Equal(make([]byte, 64<<10), data[512<<10:576<<10]), "zeroes at 512k")
+			assert.True(t, bytes.Equal(make([]byte, 1<<20), data[1<<20:2<<20]), "zeroes after discard at 1M")
 		})
 	}
 }
@@ -223,4 +225,13 @@ func TestUnknownExportNameFails(t *testing.T) {
 	assert.Contains(t, r.stderr, "nope")
 
 	mustRun(t, nbdinfo, strings.TrimSuffix(srv.uri, "/")+"/disk0")
+}
+
+func TestAllocationDepthMap(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	img := sparseImage(t, 4<<20)
+	srv := serveUnix(t, "-t", "-r", "-A", "-f", "raw", img)
+
+	out := mustRun(t, nbdinfo, "--map=qemu:allocation-depth", srv.uri)
+	assert.Equal(t, []string{"0", "4194304", "1", "local"}, strings.Fields(out))
 }

@@ -355,6 +355,14 @@ func (n *Negotiation) sendOption(opt proto.Option, payload []byte) error {
 func (n *Negotiation) readReply(opt proto.Option) (proto.OptionReplyHeader, []byte, error) {
 	var b [proto.OptionReplyHeaderSize]byte
 	if _, err := io.ReadFull(n.conn, b[:]); err != nil {
+		if n.tls && errors.Is(err, io.EOF) {
+			// In TLS 1.3 the client's handshake ends before the server
+			// has judged the client certificate. A server that rejects
+			// it without an alert closes the connection instead of
+			// replying: qemu-nbd 7.2 for a revoked certificate, gonbd
+			// and qemu-nbd for an identity that --tls-authz denies.
+			return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: the server closed the connection after the TLS handshake, so it may have rejected this client's certificate or TLS identity (see the server's log)", opt, err)
+		}
 		return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w", opt, err)
 	}
 	hdr, err := proto.DecodeOptionReplyHeader(b[:])

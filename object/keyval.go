@@ -22,6 +22,7 @@ const maxKeyFragment = 127
 func parseKeyval(s string) (tree map[string]any, help bool, err error) {
 	tree = map[string]any{}
 	first := true
+	prevKey := ""
 	for len(s) > 0 {
 		n := strings.IndexAny(s, "=,")
 		if n < 0 {
@@ -46,11 +47,12 @@ func parseKeyval(s string) (tree map[string]any, help bool, err error) {
 				return nil, false, err
 			}
 			if bare {
-				return nil, false, &Error{Msg: fmt.Sprintf("expected '=' after parameter %q: write %s=VALUE", key, key)}
+				return nil, false, missingEqualsError(tree, key, prevKey)
 			}
 			value, s = scanValue(s[n+1:])
 		}
 		first = false
+		prevKey = key
 
 		if err := putKeyval(tree, key, value); err != nil {
 			return nil, false, err
@@ -62,6 +64,17 @@ func parseKeyval(s string) (tree map[string]any, help bool, err error) {
 		return nil, false, err
 	}
 	return list.(map[string]any), help, nil
+}
+
+// missingEqualsError reports an element without '=', which is often the
+// rest of a value whose comma was not doubled (dir=/a,b for dir=/a,,b).
+func missingEqualsError(tree map[string]any, key, prevKey string) error {
+	typ, _ := tree["qom-type"].(string)
+	msg := fmt.Sprintf("expected '=' after parameter %q: write %s=VALUE", key, key)
+	if prevKey != "" {
+		msg += fmt.Sprintf(", or write ,, for a comma inside the value of %s", prevKey)
+	}
+	return &Error{Type: typ, Msg: msg}
 }
 
 // scanValue reads a value up to the next single comma and returns it with

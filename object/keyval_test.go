@@ -75,6 +75,7 @@ func TestParseKeyvalErrors(t *testing.T) {
 		{"FirstFragmentIndex", "secret,0=x", `invalid parameter "0"`},
 		{"EmptyFragment", "secret,rules..match=x", `invalid parameter "rules..match"`},
 		{"MissingEquals", "secret,id=a,data", `expected '=' after parameter "data"`},
+		{"SingleCommaInValue", "tls-creds-psk,id=a,dir=/tmp/ke,ys", `expected '=' after parameter "ys": write ys=VALUE, or write ,, for a comma inside the value of dir`},
 		{"KeyTooLong", "secret,a" + repeat("b", 127) + "=x", "too long"},
 		{"ScalarThenObject", "secret,data=a,data.x=1", "parameters data and data.* used inconsistently"},
 		{"ObjectThenScalar", "secret,data.x=1,data=a", "parameters data and data.* used inconsistently"},

@@ -178,13 +178,16 @@ func (p *PSK) ClientHandshake(ctx context.Context, raw net.Conn, hostname string
 	return pskConn{c}, nil
 }
 
+// logHandshakeError logs a failed handshake at debug level only, because
+// the caller reports the returned error: the NBD server logs it per
+// client, and gonbd -L and gonbdinfo print it as their one-line message.
 func (p *PSK) logHandshakeError(raw net.Conn, err error) {
 	identity := ""
 	var he *tls13.HandshakeError
 	if errors.As(err, &he) {
 		identity = he.Identity
 	}
-	p.logger.Warn("TLS-PSK handshake failed", "peer", raw.RemoteAddr().String(), "identity", identity, "error", err)
+	p.logger.Debug("TLS-PSK handshake failed", "peer", raw.RemoteAddr().String(), "identity", identity, "error", err)
 }
 
 func (p *PSK) logSession(c *tls13.Conn) {

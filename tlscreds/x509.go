@@ -241,8 +241,17 @@ func (x *X509) baseConfig(p Priority) (*tls.Config, error) {
 		if x.verifyPeer {
 			// RequireAnyClientCert requests a certificate and fails
 			// the handshake without one; verifyConnection checks it.
+			//
+			// ClientCAs stays nil, so the CertificateRequest lists no
+			// CA names. A GnuTLS 3.7 client (qemu-img, nbdinfo) that
+			// gets a CA list sends its certificate only if its public
+			// key algorithm appears among the request's signature
+			// algorithms, and it maps rsa_pss_rsae_* to RSA-PSS, not
+			// RSA. crypto/tls offers no rsa_pkcs1_* in TLS 1.3, so an
+			// RSA client certificate, as certtool makes by default,
+			// would never be sent. Without a CA list, a GnuTLS client
+			// with one certificate sends it.
 			conf.ClientAuth = tls.RequireAnyClientCert
-			conf.ClientCAs = x.roots
 		}
 	} else if x.cert != nil {
 		cert := x.cert

@@ -2,6 +2,7 @@ package tlscreds
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net"
@@ -192,6 +193,34 @@ func TestX509HandshakeGoCreds(t *testing.T) {
 			assert.Equal(t, "O=gonbd,CN=localhost", client.conn.TLSInfo().Identity)
 		})
 	}
+}
+
+// TestX509CertificateRequestNamesNoCA checks that the server requests a
+// client certificate without a CA name list, because a GnuTLS 3.7 client
+// with an RSA key and a CA list in a TLS 1.3 request sends no certificate.
+func TestX509CertificateRequestNamesNoCA(t *testing.T) {
+	f := newFixture(t)
+	addr, result := serveX509Once(t, loadServer(t, f.dir, true))
+	pair, err := tls.LoadX509KeyPair(filepath.Join(f.dir, FileClientCert), filepath.Join(f.dir, FileClientKey))
+	require.NoError(t, err)
+
+	var request *tls.CertificateRequestInfo
+	conn, err := tls.Dial("tcp", addr, &tls.Config{
+		InsecureSkipVerify: true,
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			request = cri
+			return &pair, nil
+		},
+	})
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("hello"))
+	require.NoError(t, err)
+	r := <-result
+	require.NoError(t, r.err)
+
+	require.NotNil(t, request, "server did not request a client certificate")
+	assert.Empty(t, request.AcceptableCAs)
 }
 
 func TestX509HandshakeTLS12Priority(t *testing.T) {

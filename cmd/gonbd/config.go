@@ -30,6 +30,12 @@ func tlsMode(o *options) nbd.TLSMode {
 	return nbd.TLSRequire
 }
 
+// maxInFlight caps requests in flight per connection, as qemu-nbd 7.2 does
+// with MAX_NBD_REQUESTS (16) in nbd/server.c. With the server's default of
+// 64, gonbd's peak RSS in make bench was about twice qemu-nbd's, and MB/s
+// did not rise.
+const maxInFlight = 16
+
 // serverConfig builds the server configuration from parsed flags, an open
 // backend and the TLS setup.
 func serverConfig(o *options, b export.Backend, tls tlsSetup, log hclog.Logger) nbd.ServerConfig {
@@ -47,6 +53,7 @@ func serverConfig(o *options, b export.Backend, tls tlsSetup, log hclog.Logger) 
 		HandshakeLimit: o.handshakeLimit,
 		MaxConnections: o.shared,
 		Persistent:     o.persistent,
+		MaxInFlight:    maxInFlight,
 		Logger:         log,
 	}
 }

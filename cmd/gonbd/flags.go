@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gonbd/gonbd/object"
 	flag "github.com/spf13/pflag"
 )
 
@@ -50,6 +51,9 @@ type options struct {
 	tls         string // off, on or require; "" = require with --tls-creds
 
 	help, version bool
+	// objectHelp is the text an --object help request (help or
+	// TYPE,help) prints; "" without one.
+	objectHelp string
 }
 
 // errUsage is a usage error whose message is complete: main prints it as
@@ -141,6 +145,15 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.help || o.version {
 		return o, nil
+	}
+	// Like qemu-nbd, answer --object help before checking anything else,
+	// so that it needs no IMAGE.
+	for _, spec := range o.objects {
+		var help strings.Builder
+		if object.PrintHelp(&help, spec) {
+			o.objectHelp = help.String()
+			return o, nil
+		}
 	}
 	if err := checkUnsupported(raw); err != nil {
 		return nil, err

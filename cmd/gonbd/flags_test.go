@@ -234,6 +234,7 @@ func TestRunBadInputOneLine(t *testing.T) {
 		{"BadSize", []string{"--image-opts", "driver=memory,size=lots"}, `gonbd: memory: invalid size="lots"`},
 		{"UnknownFormat", []string{"-f", "vmdk", "x"}, `gonbd: unknown image format "vmdk"`},
 		{"BadFlag", []string{"-e", "x", "y"}, `gonbd: invalid shared device number "x"`},
+		{"ObjectUnknownType", []string{"--object", "foo,id=x", "y"}, `gonbd: --object x: unknown object type "foo"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,6 +254,29 @@ func TestRunHelp(t *testing.T) {
 	assert.Contains(t, stdout.String(), "--port=PORT")
 	assert.Contains(t, stdout.String(), "memory")
 	assert.Empty(t, stderr.String())
+}
+
+func TestRunObjectHelp(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"Types", []string{"--object", "help"}, "List of user creatable objects:\n"},
+		{"QuestionMark", []string{"--object", "?"}, "List of user creatable objects:\n"},
+		{"TypeProperties", []string{"--object", "tls-creds-psk,help"}, "tls-creds-psk options:\n"},
+		{"WithImage", []string{"--object", "tls-creds-x509,help", "disk.img"}, "tls-creds-x509 options:\n"},
+		{"WithList", []string{"-L", "--object", "help"}, "List of user creatable objects:\n"},
+		{"AfterOtherObject", []string{"--object", "secret,id=s,data=x", "--object", "help"}, "List of user creatable objects:\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			assert.Equal(t, 0, run(tt.args, &stdout, &stderr))
+			assert.True(t, strings.HasPrefix(stdout.String(), tt.want), "stdout: %q", stdout.String())
+			assert.Empty(t, stderr.String())
+		})
+	}
 }
 
 func TestRunVersion(t *testing.T) {

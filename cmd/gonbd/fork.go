@@ -73,8 +73,8 @@ func forkServer(stderr io.Writer) int {
 	return 1
 }
 
-// notifyForkParent tells the parent of a --fork child that the server is
-// listening, and detaches stderr from the parent, which exits now.
+// notifyForkParent reports to the --fork parent that the server is
+// listening, after moving stderr to /dev/null because the parent exits.
 func notifyForkParent() {
 	fdText := os.Getenv(forkReadyEnv)
 	if fdText == "" {

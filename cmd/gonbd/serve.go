@@ -14,6 +14,7 @@ import (
 
 	"github.com/gonbd/gonbd/export"
 	"github.com/gonbd/gonbd/nbd"
+	"github.com/gonbd/gonbd/object"
 	"github.com/hashicorp/go-hclog"
 	flag "github.com/spf13/pflag"
 )
@@ -39,8 +40,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case o.version:
 		fmt.Fprintf(stdout, "gonbd %s\n", version)
 		return 0
+	case o.objectHelp != "":
+		fmt.Fprint(stdout, o.objectHelp)
+		return 0
 	case o.list:
 		return listExports(o, stdout, stderr)
+	case printObjectHelp(o, stdout):
+		return 0
 	case o.fork && !isForkChild():
 		return forkServer(stderr)
 	}
@@ -64,6 +70,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printObjectHelp prints help for the first --object that requests it
+// ("--object help", "--object tls-creds-x509,help") and reports whether
+// one did.
+func printObjectHelp(o *options, stdout io.Writer) bool {
+	for _, spec := range o.objects {
+		if object.PrintHelp(stdout, spec) {
+			return true
+		}
+	}
+	return false
 }
 
 // serve opens the export, listens and serves until the last client leaves
@@ -105,11 +123,14 @@ func serve(o *options, log hclog.Logger) error {
 		"image", describeImage(o), "driver", driver, "size", size, "flags", describeFlags(o))
 	notifyForkParent()
 
-	shutdownDone := handleSignals(srv, log)
+	signaled, shutdownDone := handleSignals(srv, log)
 	err = srv.Serve(context.Background(), l)
 
 	select {
-	case <-shutdownDone:
+	case <-signaled:
+		// The signal's shutdown closed the listener: wait for it rather
+		// than start a second one.
+		<-shutdownDone
 	default:
 		// The last client left (or Serve failed): flush before exiting.
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -123,24 +144,26 @@ func serve(o *options, log hclog.Logger) error {
 	return nil
 }
 
-// handleSignals shuts the server down on SIGTERM or SIGINT. The returned
-// channel is closed once that shutdown has finished.
-func handleSignals(srv *nbd.Server, log hclog.Logger) <-chan struct{} {
-	done := make(chan struct{})
+// handleSignals shuts the server down on SIGTERM or SIGINT. The signaled
+// channel is closed when the signal arrives, before the shutdown starts,
+// and done once that shutdown has finished.
+func handleSignals(srv *nbd.Server, log hclog.Logger) (signaled, done <-chan struct{}) {
+	signaledCh, doneCh := make(chan struct{}), make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		sig := <-sigs
 		signal.Stop(sigs)
+		close(signaledCh)
 		log.Info("shutting down", "signal", sig.String())
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
 			log.Error("shutdown failed", "error", err)
 		}
-		close(done)
+		close(doneCh)
 	}()
-	return done
+	return signaledCh, doneCh
 }
 
 // closeBackend flushes and closes the backend on exit.

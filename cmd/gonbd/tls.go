@@ -15,7 +15,8 @@ import (
 func parseObjects(o *options) (*object.Registry, error) {
 	reg, err := object.ParseAll(o.objects)
 	if err != nil {
-		return nil, usageErrorf("--object: %v", err)
+		// object.Error messages start with "--object ID".
+		return nil, usageErrorf("%v", err)
 	}
 	return reg, nil
 }

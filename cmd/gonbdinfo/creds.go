@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"io"
+
 	"github.com/gonbd/gonbd/internal/credobj"
 	"github.com/gonbd/gonbd/object"
 	"github.com/gonbd/gonbd/tlscreds"
@@ -13,7 +16,22 @@ import (
 func tlsCredsFromObjects(objects []string, id string, logger hclog.Logger) (tlscreds.Client, error) {
 	reg, err := object.ParseAll(objects)
 	if err != nil {
-		return nil, err
+		return nil, err // object.Error messages start with "--object ID"
 	}
-	return credobj.Load(reg, id, tlscreds.EndpointClient, logger)
+	creds, err := credobj.Load(reg, id, tlscreds.EndpointClient, logger)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-creds %s: %w", id, err)
+	}
+	return creds, nil
+}
+
+// printObjectHelp prints the help that an --object help or TYPE,help
+// argument requests, as qemu-nbd does, and reports whether there was one.
+func printObjectHelp(w io.Writer, objects []string) bool {
+	for _, spec := range objects {
+		if object.PrintHelp(w, spec) {
+			return true
+		}
+	}
+	return false
 }

@@ -114,6 +114,8 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*options, int) {
 	case showVersion:
 		fmt.Fprintf(stdout, "gonbdinfo %s\n", version)
 		return nil, exitOK
+	case printObjectHelp(stdout, o.objects):
+		return nil, exitOK
 	case fs.NArg() != 1:
 		fmt.Fprintln(stderr, "gonbdinfo: expected one NBD URI, such as nbd://localhost/export; run gonbdinfo --help")
 		return nil, exitError
@@ -169,7 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if o.tlsCreds != "" {
 		creds, err := tlsCredsFromObjects(o.objects, o.tlsCreds, logger)
 		if err != nil {
-			fmt.Fprintf(stderr, "gonbdinfo: --tls-creds %s: %v\n", o.tlsCreds, err)
+			fmt.Fprintf(stderr, "gonbdinfo: %v\n", err)
 			return exitError
 		}
 		dialOpts = append(dialOpts, nbd.WithTLS(creds))

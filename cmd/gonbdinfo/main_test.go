@@ -99,3 +99,45 @@ func TestProbeContentDefaults(t *testing.T) {
 	assert.False(t, (&options{noContent: true}).probeContent())
 	assert.False(t, (&options{mapCtx: "base:allocation", content: true}).probeContent())
 }
+
+func TestRunObjectHelp(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"Types", []string{"--object", "help"}, "List of user creatable objects:\n"},
+		{"TypeProperties", []string{"--object", "tls-creds-psk,help"}, "tls-creds-psk options:\n"},
+		{"WithURI", []string{"--object", "tls-creds-x509,help", "nbd://127.0.0.1:1/"}, "tls-creds-x509 options:\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			assert.Equal(t, exitOK, run(context.Background(), tt.args, &stdout, &stderr))
+			assert.True(t, strings.HasPrefix(stdout.String(), tt.want), "stdout: %q", stdout.String())
+			assert.Empty(t, stderr.String())
+		})
+	}
+}
+
+func TestRunObjectErrorOneLine(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"UnknownType", []string{"--object", "foo,id=x", "--tls-creds", "x", "nbd://127.0.0.1:1/"},
+			`gonbdinfo: --object x: unknown object type "foo"`},
+		{"UnknownCredsID", []string{"--object", "secret,id=s,data=x", "--tls-creds", "tls0", "nbd://127.0.0.1:1/"},
+			`gonbdinfo: --tls-creds tls0: no TLS credentials with id "tls0"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			assert.Equal(t, exitError, run(context.Background(), tt.args, &stdout, &stderr))
+			assert.Empty(t, stdout.String())
+			assert.True(t, strings.HasPrefix(stderr.String(), tt.msg), "stderr: %q", stderr.String())
+			assert.Equal(t, 1, strings.Count(stderr.String(), "\n"), "stderr: %q", stderr.String())
+		})
+	}
+}

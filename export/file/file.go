@@ -48,7 +48,7 @@ type Backend struct {
 	f        *os.File
 	fd       int
 	path     string
-	offset   int64 // where the export starts in the file
+	offset   int64 // file position of the export's first byte
 	size     int64 // export size: file size minus offset
 	readOnly bool
 	cache    cacheMode

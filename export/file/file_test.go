@@ -333,3 +333,10 @@ func TestFileDirectConcurrentUnaligned(t *testing.T) {
 		}
 	}
 }
+
+func TestFileAllocationDepth(t *testing.T) {
+	b := open(t, export.Options{"filename": newImage(t, 1<<20)})
+	ext, err := b.AllocationDepth(context.Background(), 4096, 8192)
+	require.NoError(t, err)
+	assert.Equal(t, []export.Extent{{Length: 8192, Flags: 1}}, ext)
+}

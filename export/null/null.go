@@ -82,3 +82,10 @@ func (b *Backend) CanMultiConn() bool            { return true }
 func (b *Backend) Extents(ctx context.Context, off, length int64) ([]export.Extent, error) {
 	return []export.Extent{{Length: length, Flags: proto.StateHole | proto.StateZero}}, nil
 }
+
+// AllocationDepth reports the whole range at depth 1: the image has no
+// backing file, so every byte is local, which is what qemu-nbd -A reports
+// for raw images (checked with qemu-nbd 7.2 and nbdinfo --map).
+func (b *Backend) AllocationDepth(ctx context.Context, off, length int64) ([]export.Extent, error) {
+	return []export.Extent{{Length: length, Flags: 1}}, nil
+}
