@@ -214,7 +214,7 @@ func tlsAttacks() []attack {
 		}},
 		{"PlaintextAfterStartTLS", func(t *testing.T, s *robustServer) {
 			// An option sent in plaintext right behind STARTTLS must
-			// never be answered: it is not a ClientHello, so the TLS
+			// never get a reply: it is not a ClientHello, so the TLS
 			// handshake fails and the connection closes.
 			c := dialRawFlags(t, s, newstyleFlags)
 			c.write(append(optionBytes(proto.OptStartTLS, nil), optionBytes(proto.OptGo, goData(""))...))

@@ -25,7 +25,7 @@ import (
 // and the TLS setups the hostile-client tests and the soak share.
 
 // rawTimeout bounds every read and write of a raw test client, so a
-// server that stops answering fails the test instead of hanging it.
+// server that stops replying fails the test instead of hanging it.
 const rawTimeout = 30 * time.Second
 
 // rawClient is one hand-driven NBD connection.
@@ -270,9 +270,9 @@ func waitFDs(t *testing.T, pid, want int) procStats {
 	}
 }
 
-// memoryBoundKiB returns kib, or ten times kib when GONBD_RACE=1 says the
-// binaries were built with -race, whose detector needs 5 to 10 times the
-// memory (Go's race detector documentation gives that range).
+// memoryBoundKiB returns kib, or ten times kib when GONBD_RACE=1 marks
+// binaries built with -race. Go's race detector documentation puts its
+// memory overhead at 5 to 10 times.
 func memoryBoundKiB(kib int64) int64 {
 	if os.Getenv("GONBD_RACE") == "1" {
 		return 10 * kib

@@ -166,8 +166,8 @@ func transmitAttacks() []attack {
 			require.NoError(t, c.conn.Close())
 		}},
 		{"DiscWithRequestsInFlight", func(t *testing.T, s *robustServer) {
-			// NBD_CMD_DISC behind pipelined reads: the reads are still
-			// answered, then the server closes.
+			// NBD_CMD_DISC behind pipelined reads: the reads still get
+			// their replies, then the server closes.
 			c := goRaw(t, s, false)
 			for i := range uint64(8) {
 				c.sendRequest(proto.CmdRead, 0, i, 0, 64<<10, nil)
@@ -381,7 +381,7 @@ func (b *gatedBackend) counts() (running, peak int) {
 
 // TestRobustInFlightCap sends 200 pipelined reads to a server that allows
 // 8 requests in flight per connection and whose backend holds every read:
-// exactly 8 reach the backend, and all 200 are answered once it resumes.
+// exactly 8 reach the backend, and all 200 get replies once it resumes.
 func TestRobustInFlightCap(t *testing.T) {
 	const maxInFlight, requests = 8, 200
 	backend := &gatedBackend{Backend: memory.New(robustImageSize, false), gate: make(chan struct{})}
