@@ -151,6 +151,27 @@ func TestExportOptionsFromFlags(t *testing.T) {
 	}, opts)
 }
 
+// TestExportOptionsProbedRaw checks that an image probed as raw is opened
+// with probed=on, so that writes cannot turn it into a qcow2 header, and
+// that -f raw leaves the option out.
+func TestExportOptionsProbedRaw(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
+
+	o, err := parseFlags([]string{img})
+	require.NoError(t, err)
+	driver, opts, err := exportOptions(o)
+	require.NoError(t, err)
+	assert.Equal(t, "raw", driver)
+	assert.Equal(t, "on", opts["probed"])
+
+	o, err = parseFlags([]string{"-f", "raw", img})
+	require.NoError(t, err)
+	_, opts, err = exportOptions(o)
+	require.NoError(t, err)
+	assert.NotContains(t, opts, "probed")
+}
+
 func TestExportOptionsImageOpts(t *testing.T) {
 	o, err := parseFlags([]string{"--image-opts", "-r", "driver=memory,size=1G"})
 	require.NoError(t, err)
