@@ -124,6 +124,8 @@ func TestFlagsErrors(t *testing.T) {
 		{"Connect", []string{"-c", "/dev/nbd0", "x"}, "kernel NBD device"},
 		{"Bitmap", []string{"-B", "b0", "x"}, "dirty bitmaps are not supported"},
 		{"Trace", []string{"-T", "nbd_*", "x"}, "QEMU tracing is not supported"},
+		{"ExportNameTooLong", []string{"-x", strings.Repeat("x", 4097), "x"}, "export name of 4097 bytes is too long (-x)"},
+		{"DescriptionTooLong", []string{"-D", strings.Repeat("d", 4097), "x"}, "description of 4097 bytes is too long (-D)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
