@@ -58,3 +58,29 @@ func TestExplicitRawAllowsQcow2Header(t *testing.T) {
 	assert.True(t, strings.HasPrefix(string(fileBytes(t, img)), "QFI\xfb"))
 	assert.NotContains(t, srv.stderr.String(), "probed as raw")
 }
+
+// TestX509IPHostNotInDNSName connects to 127.0.0.1 with a server
+// certificate that spells 127.0.0.1 as a dNSName but has no iPAddress
+// name. GnuTLS clients (nbdinfo, qemu-img) reject it, and so must
+// gonbdinfo: an IP address matches only an iPAddress name.
+func TestX509IPHostNotInDNSName(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	pki := newGuidePKI(t)
+	pki.issue(t, "ip-as-dns", "cn = 127.0.0.1\ndns_name = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\n")
+	serverDir := filepath.Join(t.TempDir(), "server")
+	require.NoError(t, os.Mkdir(serverDir, 0o700))
+	pki.install(t, serverDir, "ip-as-dns", "server")
+
+	img := sparseImage(t, 1<<20)
+	srv := serveTCP(t, "-t", "-f", "raw", "--object", "tls-creds-x509,id=tls0,endpoint=server,verify-peer=off,dir="+serverDir,
+		"--tls-creds", "tls0", img)
+	uri := strings.Replace(srv.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + pki.client
+
+	peer := run(t, nbdinfo, "--size", uri)
+	require.NotEqual(t, 0, peer.code, "nbdinfo accepted the certificate: %s", peer.stdout)
+	assert.Contains(t, peer.stderr, "certificate verification")
+
+	ours := run(t, bin(t, "gonbdinfo"), "--size", uri)
+	assert.Equal(t, 1, ours.code, "gonbdinfo accepted the certificate: %s", ours.stdout)
+	assert.Contains(t, ours.stderr, `does not match host name "127.0.0.1"`)
+}

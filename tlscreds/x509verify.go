@@ -117,8 +117,10 @@ func certNames(c *x509.Certificate) string {
 
 // matchCertHostname matches hostname against a server certificate as
 // GnuTLS 3.7's gnutls_x509_crt_check_hostname does, because QEMU clients
-// accept what it accepts. An IP address matches an iPAddress name and
-// otherwise falls back to the DNS checks. A dNSName matches with a
+// accept what it accepts. An IP address matches only an iPAddress name,
+// never a dNSName or CN that spells it (checked against GnuTLS 3.7.9's
+// gnutls_x509_crt_check_hostname, the version Debian 12's QEMU 7.2 and
+// libnbd 1.14 use). A dNSName matches with a
 // wildcard allowed only at the start of the first label. The subject CN
 // is used only when the certificate has no dNSName, exactly one CN, and a
 // key purpose that allows a TLS server.
@@ -131,6 +133,7 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 				return true
 			}
 		}
+		return false
 	}
 
 	for _, name := range c.DNSNames {
