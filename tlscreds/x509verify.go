@@ -14,7 +14,10 @@ import (
 // certificate must be valid now and not revoked by ca-crl.pem, and a
 // server certificate must match hostname. The key purpose of the peer
 // certificate is not checked, as GnuTLS's gnutls_certificate_verify_peers2
-// (which QEMU calls) does not check it either.
+// (which QEMU calls) does not check it either. Its key usage, when the
+// certificate has one, must allow digital signatures: with the ECDHE and
+// TLS 1.3 suites gonbd offers, the peer signs the handshake, and GnuTLS
+// 3.7.9 peers fail such a handshake with a key usage violation.
 func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string) error {
 	if len(certs) == 0 {
 		return fmt.Errorf("tls-creds-x509: the %s sent no certificate", role)
@@ -37,6 +40,10 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 
 	if err := x.checkRevoked(chains[0], role); err != nil {
 		return err
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("tls-creds-x509: %s certificate %s: its key usage does not allow digital signatures: issue one with digitalSignature (certtool's signing_key)",
+			role, name)
 	}
 
 	if hostname != "" && !matchCertHostname(leaf, hostname) {
