@@ -121,7 +121,10 @@ func parseOptions(opts export.Options) (config, error) {
 
 	if snap, _ := opts.Bool("snapshot", false); snap {
 		// TODO: a temporary copy-on-write overlay, as qemu-nbd -s makes.
-		return c, fmt.Errorf("file: snapshot mode (-s) is not supported for raw images: use -f qcow2 or copy the image")
+		// gonbd -f qcow2 on a raw file fails ("not a qcow2 image"), so the
+		// hint names the overlay that -s would have made.
+		return c, fmt.Errorf("file: snapshot mode (-s) is not supported for raw images: " +
+			"serve a qcow2 overlay, made with qemu-img create -f qcow2 -b IMAGE -F raw OVERLAY")
 	}
 	if opts["load-snapshot"] != "" {
 		return c, fmt.Errorf("file: raw images have no internal snapshots: -l needs -f qcow2")
