@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 BIN := bin
 CMDS := gonbd gonbdinfo gonbd-creds
 
-.PHONY: build test integration fuzz bench vet clean
+.PHONY: build test integration fuzz bench robustness vet clean
 
 build:
 	@mkdir -p $(BIN)
@@ -30,6 +30,11 @@ fuzz:
 
 bench: build
 	scripts/bench
+
+# Hostile clients, faults, soak, a -race build and every fuzz target, with
+# a summary table; see docs/robustness.md.
+robustness:
+	scripts/robustness
 
 clean:
 	rm -rf $(BIN)

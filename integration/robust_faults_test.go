@@ -35,7 +35,7 @@ func blockPattern(n int64) []byte {
 }
 
 // blockLog records, per block, whether a write was acknowledged or is
-// still unknown (sent but never answered).
+// still unknown (sent but never acknowledged).
 type blockLog struct {
 	mu      sync.Mutex
 	acked   map[int64]bool
@@ -57,7 +57,7 @@ func (l *blockLog) record(n int64, acked bool) {
 }
 
 // check compares the image at path with the log: an acknowledged block
-// holds its pattern, an unknown one its pattern or zeroes, and every
+// holds its pattern, an unacknowledged one its pattern or zeroes, and every
 // other block zeroes.
 func (l *blockLog) check(t *testing.T, image []byte) {
 	t.Helper()
@@ -69,7 +69,7 @@ func (l *blockLog) check(t *testing.T, image []byte) {
 		case l.acked[n]:
 			require.True(t, bytes.Equal(want, got), "acknowledged block %d is not on disk", n)
 		case l.unknown[n]:
-			require.True(t, bytes.Equal(want, got) || bytes.Equal(zero, got), "unanswered block %d holds other data", n)
+			require.True(t, bytes.Equal(want, got) || bytes.Equal(zero, got), "unacknowledged block %d holds other data", n)
 		default:
 			require.True(t, bytes.Equal(zero, got), "block %d was never written but is not zero", n)
 		}
@@ -95,9 +95,9 @@ func writeBlocks(c *nbd.Client, log *blockLog, first, step, limit int64, stop <-
 }
 
 // TestRobustSignalMidLoad sends SIGTERM or SIGINT while 16 clients
-// write. gonbd stops accepting, finishes the requests in flight, answers
-// later requests with ESHUTDOWN, flushes and exits 0, and every
-// acknowledged write is in the image.
+// write. gonbd stops accepting, finishes the requests in flight,
+// replies to later requests with ESHUTDOWN, flushes and exits 0, and
+// every acknowledged write is in the image.
 func TestRobustSignalMidLoad(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -109,9 +109,9 @@ func TestRobustSignalMidLoad(t *testing.T) {
 			// reading its reply, which is more than the loopback socket
 			// buffers hold. Its connection stays open through the
 			// shutdown and can send requests after it began.
-			held := dialRawFlags(t, s, newstyleFlags)
-			held.goTransmission(false)
-			held.sendRequest(proto.CmdRead, 0, 1, 0, proto.MaxPayloadSize, nil)
+			holder := dialRawFlags(t, s, newstyleFlags)
+			holder.goTransmission(false)
+			holder.sendRequest(proto.CmdRead, 0, 1, 0, proto.MaxPayloadSize, nil)
 
 			log := newBlockLog()
 			stop := make(chan struct{})
@@ -136,24 +136,37 @@ func TestRobustSignalMidLoad(t *testing.T) {
 				conn.Close()
 			}
 
-			// Late requests on the held connection, sent over 400 ms so
+			// Late requests on the holder connection, sent over 400 ms so
 			// that the last ones certainly follow the start of shutdown.
 			const late = 20
 			for i := range uint64(late) {
-				held.sendRequest(proto.CmdFlush, 0, 100+i, 0, 0, nil)
+				holder.sendRequest(proto.CmdFlush, 0, 100+i, 0, 0, nil)
 				time.Sleep(20 * time.Millisecond)
 			}
-			first := held.readSimpleReply(proto.MaxPayloadSize)
+			first := holder.readSimpleReply(proto.MaxPayloadSize)
 			assert.Equal(t, proto.Errno(0), first.errno, "the read in flight at the signal")
-			var last proto.Errno
-			for i := range uint64(late) {
-				r := held.readSimpleReply(0)
-				assert.Equal(t, 100+i, r.cookie)
-				assert.Contains(t, []proto.Errno{0, proto.ESHUTDOWN}, r.errno, "reply to late request %d", i)
-				last = r.errno
+			// Replies may come in any order. The reader checks for
+			// shutdown per request in the order it reads them, so once
+			// one late request gets ESHUTDOWN all later ones do too.
+			errnos := make(map[uint64]proto.Errno, late)
+			for range late {
+				r := holder.readSimpleReply(0)
+				errnos[r.cookie] = r.errno
 			}
-			assert.Equal(t, proto.ESHUTDOWN, last, "reply to the last late request")
-			held.expectClosed()
+			require.Len(t, errnos, late, "distinct replies to the late requests")
+			shutdownSeen := false
+			for i := range uint64(late) {
+				errno, ok := errnos[100+i]
+				require.True(t, ok, "no reply to late request %d", i)
+				if shutdownSeen {
+					assert.Equal(t, proto.ESHUTDOWN, errno, "reply to late request %d after an ESHUTDOWN", i)
+				} else {
+					assert.Contains(t, []proto.Errno{0, proto.ESHUTDOWN}, errno, "reply to late request %d", i)
+				}
+				shutdownSeen = shutdownSeen || errno == proto.ESHUTDOWN
+			}
+			assert.True(t, shutdownSeen, "no late request got ESHUTDOWN")
+			holder.expectClosed()
 
 			close(stop)
 			wg.Wait()
@@ -320,20 +333,28 @@ func (b *faultyBackend) Sync() error {
 // with and without structured replies, and the connection goes on.
 func TestRobustBackendErrors(t *testing.T) {
 	const badOff, badLen = 1 << 20, 64 << 10
-	for _, errno := range []syscall.Errno{syscall.EIO, syscall.ENOSPC} {
+	for _, tc := range []struct {
+		name  string
+		errno syscall.Errno
+		want  proto.Errno
+	}{
+		{"EIO", syscall.EIO, proto.EIO},
+		{"ENOSPC", syscall.ENOSPC, proto.ENOSPC},
+	} {
+		errno, want := tc.errno, tc.want
 		backend := &faultyBackend{Backend: memory.New(8<<20, false), badOff: badOff, badLen: badLen, errno: errno}
 		// Data in the bad range, so that block status does not report
-		// it as a hole that a structured read answers without ReadAt.
+		// it as a hole that a structured read replies to without ReadAt.
 		_, err := backend.Backend.WriteAt(bytes.Repeat([]byte{1}, badLen), badOff)
 		require.NoError(t, err)
 		s, logs := startInProcess(t, nbd.ServerConfig{Exports: []*nbd.Export{{Name: "", Backend: backend}}})
-		want := proto.EIO
-		if errno == syscall.ENOSPC {
-			want = proto.ENOSPC
-		}
 
 		for _, structured := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/structured=%v", want, structured), func(t *testing.T) {
+			name := tc.name + "/SimpleReplies"
+			if structured {
+				name = tc.name + "/StructuredReplies"
+			}
+			t.Run(name, func(t *testing.T) {
 				var opts []nbd.DialOption
 				if !structured {
 					opts = append(opts, nbd.WithoutStructuredReplies())

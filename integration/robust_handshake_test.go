@@ -54,7 +54,7 @@ func runAttacks(t *testing.T, s *robustServer, attacks []attack) {
 	after := waitFDs(t, s.pid, before.fds)
 	t.Logf("after the attacks: %s", after)
 	assert.LessOrEqual(t, after.fds, before.fds, "open fds after the hostile clients left")
-	assert.LessOrEqual(t, after.hwmKiB-before.rssKiB, int64(maxAttackGrowthKiB), "peak RSS growth in KiB")
+	assert.LessOrEqual(t, after.hwmKiB-before.rssKiB, memoryBoundKiB(maxAttackGrowthKiB), "peak RSS growth in KiB")
 	s.checkServes(t, good, 0, 2)
 }
 
@@ -214,7 +214,7 @@ func tlsAttacks() []attack {
 		}},
 		{"PlaintextAfterStartTLS", func(t *testing.T, s *robustServer) {
 			// An option sent in plaintext right behind STARTTLS must
-			// never be answered: it is not a ClientHello, so the TLS
+			// never get a reply: it is not a ClientHello, so the TLS
 			// handshake fails and the connection closes.
 			c := dialRawFlags(t, s, newstyleFlags)
 			c.write(append(optionBytes(proto.OptStartTLS, nil), optionBytes(proto.OptGo, goData(""))...))

@@ -25,7 +25,7 @@ import (
 // and the TLS setups the hostile-client tests and the soak share.
 
 // rawTimeout bounds every read and write of a raw test client, so a
-// server that stops answering fails the test instead of hanging it.
+// server that stops replying fails the test instead of hanging it.
 const rawTimeout = 30 * time.Second
 
 // rawClient is one hand-driven NBD connection.
@@ -270,6 +270,16 @@ func waitFDs(t *testing.T, pid, want int) procStats {
 	}
 }
 
+// memoryBoundKiB returns kib, or ten times kib when GONBD_RACE=1 marks
+// binaries built with -race. Go's race detector documentation puts its
+// memory overhead at 5 to 10 times.
+func memoryBoundKiB(kib int64) int64 {
+	if os.Getenv("GONBD_RACE") == "1" {
+		return 10 * kib
+	}
+	return kib
+}
+
 // settledStats waits until the fd count is the same in two readings
 // 100 ms apart, up to five seconds, and returns the last reading. It is
 // the baseline before a test, taken once connections that were just
@@ -305,6 +315,13 @@ func startRobustServer(t *testing.T, args ...string) *robustServer {
 	t.Helper()
 	s := serveTCP(t, args...)
 	addr := strings.TrimSuffix(strings.TrimPrefix(s.uri, "nbd://"), "/")
+	t.Cleanup(func() {
+		// A gonbd built with -race (scripts/robustness does) reports
+		// data races on stderr while it runs.
+		if strings.Contains(s.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("gonbd reported a data race:\n%s", s.stderr.String())
+		}
+	})
 	return &robustServer{proc: s.proc, pid: s.cmd.Process.Pid, network: "tcp", addr: addr}
 }
 
@@ -362,6 +379,7 @@ type tlsSetup struct {
 	name   string
 	args   []string
 	client tlscreds.Client
+	server tlscreds.Server // the same credentials, for in-process servers
 }
 
 // x509Setup creates x509 credentials with gonbd-creds.
@@ -370,10 +388,13 @@ func x509Setup(t *testing.T) tlsSetup {
 	dir := gonbdCredsX509(t)
 	client, err := tlscreds.LoadX509(tlscreds.X509Config{Dir: dir, Endpoint: tlscreds.EndpointClient, VerifyPeer: true})
 	require.NoError(t, err)
+	server, err := tlscreds.LoadX509(tlscreds.X509Config{Dir: dir, Endpoint: tlscreds.EndpointServer, VerifyPeer: true})
+	require.NoError(t, err)
 	return tlsSetup{
 		name:   "X509",
 		args:   []string{"--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + dir, "--tls-creds", "tls0"},
 		client: client,
+		server: server,
 	}
 }
 
@@ -384,10 +405,13 @@ func pskSetup(t *testing.T) tlsSetup {
 	mustRun(t, bin(t, "gonbd-creds"), "psk", "--dir", dir, "--username", "alice")
 	client, err := tlscreds.LoadPSK(tlscreds.PSKConfig{Dir: dir, Endpoint: tlscreds.EndpointClient, Username: "alice"})
 	require.NoError(t, err)
+	server, err := tlscreds.LoadPSK(tlscreds.PSKConfig{Dir: dir, Endpoint: tlscreds.EndpointServer})
+	require.NoError(t, err)
 	return tlsSetup{
 		name:   "PSK",
 		args:   []string{"--object", "tls-creds-psk,id=tls0,endpoint=server,dir=" + dir, "--tls-creds", "tls0"},
 		client: client,
+		server: server,
 	}
 }
 

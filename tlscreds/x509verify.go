@@ -14,7 +14,10 @@ import (
 // certificate must be valid now and not revoked by ca-crl.pem, and a
 // server certificate must match hostname. The key purpose of the peer
 // certificate is not checked, as GnuTLS's gnutls_certificate_verify_peers2
-// (which QEMU calls) does not check it either.
+// (which QEMU calls) does not check it either. Its key usage, when the
+// certificate has one, must allow digital signatures: with the ECDHE and
+// TLS 1.3 suites gonbd offers, the peer signs the handshake, and GnuTLS
+// 3.7.9 peers fail such a handshake with a key usage violation.
 func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string) error {
 	if len(certs) == 0 {
 		return fmt.Errorf("tls-creds-x509: the %s sent no certificate", role)
@@ -37,6 +40,10 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 
 	if err := x.checkRevoked(chains[0], role); err != nil {
 		return err
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("tls-creds-x509: %s certificate %s: its key usage does not allow digital signatures: issue one with digitalSignature (certtool's signing_key)",
+			role, name)
 	}
 
 	if hostname != "" && !matchCertHostname(leaf, hostname) {
@@ -117,8 +124,10 @@ func certNames(c *x509.Certificate) string {
 
 // matchCertHostname matches hostname against a server certificate as
 // GnuTLS 3.7's gnutls_x509_crt_check_hostname does, because QEMU clients
-// accept what it accepts. An IP address matches an iPAddress name and
-// otherwise falls back to the DNS checks. A dNSName matches with a
+// accept what it accepts. An IP address matches only an iPAddress name,
+// never a dNSName or CN that spells it (checked against GnuTLS 3.7.9's
+// gnutls_x509_crt_check_hostname, the version Debian 12's QEMU 7.2 and
+// libnbd 1.14 use). A dNSName matches with a
 // wildcard allowed only at the start of the first label. The subject CN
 // is used only when the certificate has no dNSName, exactly one CN, and a
 // key purpose that allows a TLS server.
@@ -131,6 +140,7 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 				return true
 			}
 		}
+		return false
 	}
 
 	for _, name := range c.DNSNames {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -63,11 +64,38 @@ func TestCredsUsageErrors(t *testing.T) {
 		{"X509BadDays", []string{"x509", "--dir", "d", "--hostname", "h", "--days", "0"}, 1, "invalid --days 0"},
 		{"X509UnknownFlag", []string{"x509", "--bogus"}, 2, "unknown flag: --bogus"},
 		{"PSKMissingUsername", []string{"psk", "--dir", "d"}, 1, "missing --username"},
+		{"X509HostnameIsIP", []string{"x509", "--dir", "d", "--hostname", "127.0.0.1"}, 1, `invalid --hostname "127.0.0.1": it is an IP address, give it with --ip`},
+		{"X509HostnameSpace", []string{"x509", "--dir", "d", "--hostname", "bad host"}, 1, `invalid --hostname "bad host"`},
+		{"X509HostnameEmptyLabel", []string{"x509", "--dir", "d", "--hostname", "a..b"}, 1, `invalid --hostname "a..b"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runCreds(tc.args...)
 			assert.Equal(t, tc.code, code)
 			assert.Contains(t, stderr, tc.want)
+		})
+	}
+}
+
+// TestCredsHelp checks that --help, for the command and each subcommand,
+// prints usage to standard output and exits 0.
+func TestCredsHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"x509", "--help"}, {"psk", "-h"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCreds(args...)
+			assert.Equal(t, 0, code)
+			assert.Contains(t, stdout, "Usage:")
+			assert.Empty(t, stderr)
+		})
+	}
+}
+
+// TestCredsX509HostnameForms accepts the DNS names that certificates carry:
+// a single label, a wildcard in the first label and a trailing dot.
+func TestCredsX509HostnameForms(t *testing.T) {
+	for _, name := range []string{"localhost", "nbd-1.example.com", "*.example.com", "host.example.com."} {
+		t.Run(name, func(t *testing.T) {
+			code, _, stderr := runCreds("x509", "--dir", filepath.Join(t.TempDir(), "pki"), "--hostname", name)
+			assert.Equal(t, 0, code, stderr)
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gonbd/gonbd/nbd/proto"
 	"github.com/gonbd/gonbd/object"
 	flag "github.com/spf13/pflag"
 )
@@ -258,6 +259,12 @@ func (o *options) checkChoices() error {
 	}
 	if o.tlsAuthz != "" && o.tlsCreds == "" {
 		return usageErrorf("--tls-authz needs --tls-creds: add --tls-creds ID")
+	}
+	if len(o.exportName) > proto.MaxStringLen {
+		return usageErrorf("export name of %d bytes is too long (-x): the NBD protocol allows at most %d", len(o.exportName), proto.MaxStringLen)
+	}
+	if len(o.description) > proto.MaxStringLen {
+		return usageErrorf("description of %d bytes is too long (-D): the NBD protocol allows at most %d", len(o.description), proto.MaxStringLen)
 	}
 	if o.bind != "" && net.ParseIP(strings.Trim(o.bind, "[]")) == nil && !validHostname(o.bind) {
 		return usageErrorf("invalid bind address %q (-b): use an IP address such as 127.0.0.1 or ::1", o.bind)

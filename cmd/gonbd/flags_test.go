@@ -124,6 +124,8 @@ func TestFlagsErrors(t *testing.T) {
 		{"Connect", []string{"-c", "/dev/nbd0", "x"}, "kernel NBD device"},
 		{"Bitmap", []string{"-B", "b0", "x"}, "dirty bitmaps are not supported"},
 		{"Trace", []string{"-T", "nbd_*", "x"}, "QEMU tracing is not supported"},
+		{"ExportNameTooLong", []string{"-x", strings.Repeat("x", 4097), "x"}, "export name of 4097 bytes is too long (-x)"},
+		{"DescriptionTooLong", []string{"-D", strings.Repeat("d", 4097), "x"}, "description of 4097 bytes is too long (-D)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +151,27 @@ func TestExportOptionsFromFlags(t *testing.T) {
 		"cache":     "none",
 		"discard":   "unmap",
 	}, opts)
+}
+
+// TestExportOptionsProbedRaw checks that an image probed as raw is opened
+// with probed=on, so that writes cannot turn it into a qcow2 header, and
+// that -f raw leaves the option out.
+func TestExportOptionsProbedRaw(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
+
+	o, err := parseFlags([]string{img})
+	require.NoError(t, err)
+	driver, opts, err := exportOptions(o)
+	require.NoError(t, err)
+	assert.Equal(t, "raw", driver)
+	assert.Equal(t, "on", opts["probed"])
+
+	o, err = parseFlags([]string{"-f", "raw", img})
+	require.NoError(t, err)
+	_, opts, err = exportOptions(o)
+	require.NoError(t, err)
+	assert.NotContains(t, opts, "probed")
 }
 
 func TestExportOptionsImageOpts(t *testing.T) {

@@ -86,8 +86,10 @@ func notifyForkParent() {
 		return
 	}
 
-	// NOTE: logs after this point are lost, as with qemu-nbd --fork,
-	// because the parent that relayed them exits.
+	// NOTE: logs after this point are lost because the parent that
+	// relayed them exits. qemu-nbd 7.2 --fork instead restores the
+	// caller's stderr in the child, which keeps a caller that reads that
+	// stderr to EOF (exec.Cmd.Output, say) waiting until the server exits.
 	if devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
 		_ = unix.Dup2(int(devNull.Fd()), 2)
 		devNull.Close()

@@ -45,10 +45,15 @@ func exportOptions(o *options) (string, export.Options, error) {
 		}
 	} else {
 		driver = o.format
+		opts = export.Options{"filename": o.image}
 		if driver == "" {
 			driver = probeFormat(o.image)
+			if driver == "raw" {
+				// The file driver then rejects writes that would make
+				// the image probe as qcow2 next time.
+				opts["probed"] = "on"
+			}
 		}
-		opts = export.Options{"filename": o.image}
 	}
 
 	setIfAbsent := func(key, value string) {

@@ -49,8 +49,10 @@ func listRemoteExports(o *options, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// listHost is the host -L connects to. qemu-nbd -L connects to localhost
-// unless -b names a host; the serving default 0.0.0.0 means the same here.
+// listHost is the host -L connects to: -b, or localhost for the default
+// 0.0.0.0. qemu-nbd 7.2 -L connects to 0.0.0.0 itself and checks an x509
+// server certificate against the name "0.0.0.0", which fails for any
+// certificate issued to localhost, so gonbd does not copy that.
 func listHost(o *options) string {
 	if o.bind == "" || o.bind == "0.0.0.0" {
 		return "localhost"

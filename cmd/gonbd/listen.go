@@ -22,8 +22,9 @@ func listen(o *options) (net.Listener, error) {
 		return listenUnix(o.socket)
 	}
 
-	addr := net.JoinHostPort(trimBrackets(o.bind), strconv.Itoa(o.port))
-	l, err := net.Listen("tcp", addr)
+	host := trimBrackets(o.bind)
+	addr := net.JoinHostPort(host, strconv.Itoa(o.port))
+	l, err := net.Listen(tcpNetwork(host), addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, usageErrorf("listen on %s: address already in use: stop the other server or pick another port with -p", addr)
 	}
@@ -31,6 +32,17 @@ func listen(o *options) (net.Listener, error) {
 		return nil, usageErrorf("listen on %s: %v: check -b and -p", addr, unwrapAll(err))
 	}
 	return l, nil
+}
+
+// tcpNetwork returns "tcp4" for an IPv4 address and "tcp" otherwise. Go
+// listens on a dual-stack [::] socket for "tcp" and 0.0.0.0, which would
+// also accept IPv6 clients. qemu-nbd 7.2 binds 0.0.0.0 to IPv4 only, and
+// firewall rules written for it expect that.
+func tcpNetwork(host string) string {
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 func trimBrackets(host string) string {

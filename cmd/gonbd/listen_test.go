@@ -73,3 +73,29 @@ func TestListenTCPIPv6(t *testing.T) {
 	defer l.Close()
 	assert.Equal(t, "[::1]:"+strconv.Itoa(port), l.Addr().String())
 }
+
+// TestListenTCPIPv4WildcardOnly checks that the default -b 0.0.0.0 listens
+// on IPv4 only, as qemu-nbd does, and not on a dual-stack [::] socket that
+// also takes IPv6 clients.
+func TestListenTCPIPv4WildcardOnly(t *testing.T) {
+	probe, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+
+	o, err := parseFlags([]string{"-p", strconv.Itoa(port), "x"})
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0", o.bind)
+	l, err := listen(o)
+	require.NoError(t, err)
+	defer l.Close()
+
+	assert.Equal(t, "0.0.0.0:"+strconv.Itoa(port), l.Addr().String())
+	c, err := net.Dial("tcp6", "[::1]:"+strconv.Itoa(port))
+	if err == nil {
+		c.Close()
+	}
+	assert.Error(t, err, "an IPv6 client reached a server bound to 0.0.0.0")
+}

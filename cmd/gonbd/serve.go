@@ -96,6 +96,10 @@ func serve(o *options, log hclog.Logger) error {
 		return err
 	}
 	defer closeBackend(backend, log)
+	if driver == "raw" && o.format == "" && !o.imageOpts && !o.readOnly {
+		log.Warn("image format probed as raw: writes of the qcow2 magic at offset 0 are rejected, give -f raw to allow them",
+			"image", o.image)
+	}
 
 	size, err := backend.Size()
 	if err != nil {

@@ -1,20 +1,22 @@
 // Package file registers the "file" export driver (also "raw"): a raw disk
 // image or block device served with positional I/O. Its options are the
 // ones qemu-nbd derives from its flags: filename, offset (-o), read-only
-// (-r), cache (--cache), discard (--discard) and detect-zeroes
-// (--detect-zeroes).
+// (-r), cache (--cache), discard (--discard), detect-zeroes
+// (--detect-zeroes), and probed, which gonbd sets when it guessed the raw
+// format because -f was not given.
 package file
 
 import (
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/gonbd/gonbd/export"
 	"golang.org/x/sys/unix"
 )
 
 // keys are the file driver's own options; export.CommonKeys come on top.
-var keys = []string{"filename", "offset", "snapshot", "load-snapshot"}
+var keys = []string{"filename", "offset", "snapshot", "load-snapshot", "probed"}
 
 func init() {
 	for _, name := range []string{"file", "raw"} {
@@ -56,6 +58,11 @@ type Backend struct {
 	detect   string
 	blockDev bool
 
+	// probed is set when gonbd guessed the raw format (no -f). headMu then
+	// serializes writes to the first bytes of the file; see writeHead.
+	probed bool
+	headMu sync.Mutex
+
 	direct *directIO // non-nil with O_DIRECT
 }
 
@@ -67,6 +74,7 @@ type config struct {
 	cache    cacheMode
 	unmap    bool
 	detect   string
+	probed   bool
 }
 
 func parseOptions(opts export.Options) (config, error) {
@@ -107,9 +115,16 @@ func parseOptions(opts export.Options) (config, error) {
 		return c, fmt.Errorf("file: detect-zeroes=unmap needs discard=unmap (--discard=unmap)")
 	}
 
+	if c.probed, err = opts.Bool("probed", false); err != nil {
+		return c, fmt.Errorf("file: %w", err)
+	}
+
 	if snap, _ := opts.Bool("snapshot", false); snap {
 		// TODO: a temporary copy-on-write overlay, as qemu-nbd -s makes.
-		return c, fmt.Errorf("file: snapshot mode (-s) is not supported for raw images: use -f qcow2 or copy the image")
+		// gonbd -f qcow2 on a raw file fails ("not a qcow2 image"), so the
+		// hint names the overlay that -s would have made.
+		return c, fmt.Errorf("file: snapshot mode (-s) is not supported for raw images: " +
+			"serve a qcow2 overlay, made with qemu-img create -f qcow2 -b IMAGE -F raw OVERLAY")
 	}
 	if opts["load-snapshot"] != "" {
 		return c, fmt.Errorf("file: raw images have no internal snapshots: -l needs -f qcow2")
@@ -151,6 +166,7 @@ func Open(opts export.Options) (export.Backend, error) {
 		cache:    c.cache,
 		unmap:    c.unmap,
 		detect:   c.detect,
+		probed:   c.probed,
 	}
 	if err := b.measure(); err != nil {
 		f.Close()

@@ -76,7 +76,7 @@ func TestFileOpenErrors(t *testing.T) {
 		{"BadOffset", export.Options{"filename": img, "offset": "x"}, `file: invalid offset="x"`},
 		{"OffsetPastEnd", export.Options{"filename": img, "offset": "8192"}, "offset 8192 is past the end"},
 		{"UnknownKey", export.Options{"filename": img, "size": "1G"}, `file: unknown option "size"`},
-		{"Snapshot", export.Options{"filename": img, "snapshot": "on"}, "snapshot mode (-s) is not supported"},
+		{"Snapshot", export.Options{"filename": img, "snapshot": "on"}, "snapshot mode (-s) is not supported for raw images: serve a qcow2 overlay, made with qemu-img create -f qcow2 -b IMAGE -F raw OVERLAY"},
 		{"LoadSnapshot", export.Options{"filename": img, "load-snapshot": "s1"}, "-l needs -f qcow2"},
 	}
 	for _, tt := range tests {

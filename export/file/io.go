@@ -62,7 +62,11 @@ func (b *Backend) WriteAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	return b.writeAt(p, b.offset+off)
+	pos := b.offset + off
+	if b.probed && pos < int64(len(qcow2Magic)) {
+		return b.writeHead(p, pos)
+	}
+	return b.writeAt(p, pos)
 }
 
 // writeAt writes p at the absolute file position pos.

@@ -5,7 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
+
+	"github.com/gonbd/gonbd/export"
 )
 
 // snapshot is one entry of the internal snapshot table.
@@ -69,26 +74,87 @@ func (img *Image) readSnapshotTable() ([]snapshot, error) {
 	return snaps, nil
 }
 
-// loadSnapshot makes the snapshot with ID or name idOrName the disk that
-// img serves. The image must be read-only.
-func (img *Image) loadSnapshot(idOrName string) error {
-	var s *snapshot
-	for i := range img.snapshots {
-		if img.snapshots[i].id == idOrName {
-			s = &img.snapshots[i]
-			break
+// snapshotRef selects an internal snapshot, as qemu-nbd -l SNAPSHOT_PARAM
+// does: by ID or name (idOrName), or by the snapshot.id and snapshot.name
+// options, which must both match when both are given.
+type snapshotRef struct {
+	idOrName string
+	id, name string
+}
+
+// parseSnapshotRef parses SNAPSHOT_PARAM. Like qemu-nbd 7.2, it reads a
+// parameter that starts with "snapshot." as options and any other as an ID
+// or name.
+func parseSnapshotRef(param string) (snapshotRef, error) {
+	if !strings.HasPrefix(param, "snapshot.") {
+		return snapshotRef{idOrName: param}, nil
+	}
+
+	opts, err := export.ParseOptions(param)
+	if err != nil {
+		return snapshotRef{}, fmt.Errorf("invalid snapshot parameter %q: use snapshot.id=ID,snapshot.name=NAME", param)
+	}
+	var ref snapshotRef
+	for _, key := range slices.Sorted(maps.Keys(opts)) {
+		switch key {
+		case "snapshot.id":
+			ref.id = opts[key]
+		case "snapshot.name":
+			ref.name = opts[key]
+		default:
+			return snapshotRef{}, fmt.Errorf("invalid snapshot parameter %q: use snapshot.id or snapshot.name", key)
 		}
 	}
-	for i := range img.snapshots {
-		if s == nil && img.snapshots[i].name == idOrName {
-			s = &img.snapshots[i]
+	if ref.id == "" && ref.name == "" {
+		return snapshotRef{}, fmt.Errorf("invalid snapshot parameter %q: give snapshot.id=ID or snapshot.name=NAME", param)
+	}
+	return ref, nil
+}
+
+// find returns the snapshot ref selects, or nil. An ID or name matches an
+// ID first and then a name, as QEMU does.
+func (ref snapshotRef) find(snaps []snapshot) *snapshot {
+	if ref.idOrName != "" {
+		if s := (snapshotRef{id: ref.idOrName}).find(snaps); s != nil {
+			return s
+		}
+		return snapshotRef{name: ref.idOrName}.find(snaps)
+	}
+	for i := range snaps {
+		s := &snaps[i]
+		if (ref.id == "" || s.id == ref.id) && (ref.name == "" || s.name == ref.name) {
+			return s
 		}
 	}
+	return nil
+}
+
+// String describes the snapshot ref for error messages.
+func (ref snapshotRef) String() string {
+	switch {
+	case ref.idOrName != "":
+		return fmt.Sprintf("snapshot %q", ref.idOrName)
+	case ref.name == "":
+		return fmt.Sprintf("snapshot with ID %q", ref.id)
+	case ref.id == "":
+		return fmt.Sprintf("snapshot with name %q", ref.name)
+	}
+	return fmt.Sprintf("snapshot with ID %q and name %q", ref.id, ref.name)
+}
+
+// loadSnapshot makes the snapshot that param selects (see snapshotRef) the
+// disk that img serves. The image must be read-only.
+func (img *Image) loadSnapshot(param string) error {
+	ref, err := parseSnapshotRef(param)
+	if err != nil {
+		return err
+	}
+	s := ref.find(img.snapshots)
 	if s == nil {
-		return fmt.Errorf("snapshot %q not found: list them with qemu-img snapshot -l", idOrName)
+		return fmt.Errorf("%v not found: list them with qemu-img snapshot -l", ref)
 	}
 	if uint64(s.l1Size)*8 > maxL1Bytes || s.l1Offset%uint64(img.clusterSize) != 0 || s.l1Offset > offsetMask {
-		return fmt.Errorf("invalid image: snapshot %q has an invalid L1 table (offset %#x, %d entries)", idOrName, s.l1Offset, s.l1Size)
+		return fmt.Errorf("invalid image: snapshot %q has an invalid L1 table (offset %#x, %d entries)", param, s.l1Offset, s.l1Size)
 	}
 	size := s.diskSize
 	if size == 0 {
@@ -96,7 +162,7 @@ func (img *Image) loadSnapshot(idOrName string) error {
 	}
 	perL1 := uint64(img.clusterSize) * uint64(img.l2Entries)
 	if size > maxVirtualSize || (size+perL1-1)/perL1 > uint64(s.l1Size) {
-		return fmt.Errorf("invalid image: snapshot %q has %d L1 entries for a %d-byte disk", idOrName, s.l1Size, size)
+		return fmt.Errorf("invalid image: snapshot %q has %d L1 entries for a %d-byte disk", param, s.l1Size, size)
 	}
 	l1, err := img.readTable(int64(s.l1Offset), int64(s.l1Size), "snapshot L1 table")
 	if err != nil {
