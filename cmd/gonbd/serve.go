@@ -96,10 +96,6 @@ func serve(o *options, log hclog.Logger) error {
 		return err
 	}
 	defer closeBackend(backend, log)
-	if driver == "raw" && o.format == "" && !o.imageOpts && !o.readOnly {
-		log.Warn("image format probed as raw: writes of the qcow2 magic at offset 0 are rejected, give -f raw to allow them",
-			"image", o.image)
-	}
 
 	size, err := backend.Size()
 	if err != nil {
@@ -125,6 +121,10 @@ func serve(o *options, log hclog.Logger) error {
 
 	log.Info("serving", "address", describeAddr(l, o.exportName), "export", o.exportName,
 		"image", describeImage(o), "driver", driver, "size", size, "flags", describeFlags(o))
+	if driver == "raw" && o.format == "" && !o.imageOpts && !o.readOnly {
+		log.Warn("image format probed as raw: writes of the qcow2 magic at offset 0 are rejected, give -f raw to allow them",
+			"image", o.image)
+	}
 	notifyForkParent()
 
 	signaled, shutdownDone := handleSignals(srv, log)
