@@ -205,7 +205,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		_ = l.Close()
 	}()
 
-	s.log.Info("serving", "addr", l.Addr().String())
+	s.log.Debug("accepting connections", "addr", l.Addr().String())
 	var delay time.Duration
 	for {
 		if !s.acquireConnSlot(ctx) {
