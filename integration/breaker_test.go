@@ -147,3 +147,23 @@ func TestMultiConnFollowsShared(t *testing.T) {
 		})
 	}
 }
+
+// TestPIDFileHeldByQemuNBD starts gonbd with the pid file of a running
+// qemu-nbd. qemu-nbd 7.2 locks its pid file, and gonbd must honour that
+// lock: exit 1 with one line, and leave qemu-nbd's pid file alone.
+func TestPIDFileHeldByQemuNBD(t *testing.T) {
+	qemuNBD := requireTool(t, "qemu-nbd")
+	img := sparseImage(t, 1<<20)
+	pidFile := filepath.Join(t.TempDir(), "nbd.pid")
+	sock := socketPath(t)
+	q := start(t, qemuNBD, "-t", "-f", "raw", "-k", sock, "--pid-file", pidFile, img)
+	waitUnix(t, q, sock)
+	want := fileBytes(t, pidFile)
+
+	g := start(t, bin(t, "gonbd"), "-t", "-f", "raw", "-k", socketPath(t), "--pid-file", pidFile, img)
+	require.Equal(t, 1, g.wait(15*time.Second), "gonbd did not exit 1; stderr:\n%s", g.stderr.String())
+	stderr := g.stderr.String()
+	assert.Contains(t, stderr, "is locked by another running server")
+	assert.Equal(t, 1, strings.Count(stderr, "\n"), "expected one line, got %q", stderr)
+	assert.Equal(t, want, fileBytes(t, pidFile), "gonbd changed qemu-nbd's pid file")
+}
