@@ -9,9 +9,10 @@ import (
 )
 
 // CommonKeys are the option keys that qemu-nbd's flags set for any driver
-// (-r, --cache, --discard, --detect-zeroes, --aio). A driver that has no use
-// for one accepts and ignores it, as QEMU's block layer does.
-var CommonKeys = []string{"read-only", "cache", "discard", "detect-zeroes", "aio"}
+// (-r, --cache, --discard, --detect-zeroes, --aio, and multi-conn from -e).
+// A driver that has no use for one accepts and ignores it, as QEMU's block
+// layer does.
+var CommonKeys = []string{"read-only", "cache", "discard", "detect-zeroes", "aio", "multi-conn"}
 
 // ParseOptions parses QEMU's key=value,key=value option syntax, as in
 // --image-opts. A doubled comma stands for a literal comma in a value, and
@@ -94,6 +95,18 @@ func (o Options) Bool(key string, def bool) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("invalid %s=%q: use on or off", key, v)
+}
+
+// MultiConn returns the multi-conn option (default on): whether a backend
+// that supports several connections reports it (MultiConner), so that the
+// server advertises NBD_FLAG_CAN_MULTI_CONN. gonbd sets multi-conn=off for
+// -e 1, as qemu-nbd 7.2 advertises multi-conn only when -e is not 1: a
+// client that sees the flag opens several connections, and the server
+// would not accept the second.
+// NOTE: this is a property of the server's connection limit, which the
+// nbd server could apply itself; the option lets cmd/gonbd apply it.
+func (o Options) MultiConn() (bool, error) {
+	return o.Bool("multi-conn", true)
 }
 
 // Size returns the value of a size option parsed by ParseSize, or def when

@@ -166,3 +166,16 @@ func FuzzParseOptions(f *testing.F) {
 		}
 	})
 }
+
+func TestOptionsMultiConn(t *testing.T) {
+	on, err := Options{}.MultiConn()
+	require.NoError(t, err)
+	assert.True(t, on, "multi-conn defaults to on")
+
+	on, err = Options{"multi-conn": "off"}.MultiConn()
+	require.NoError(t, err)
+	assert.False(t, on)
+
+	_, err = Options{"multi-conn": "auto"}.MultiConn()
+	assert.ErrorContains(t, err, `invalid multi-conn="auto": use on or off`)
+}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,4 +84,86 @@ func TestX509IPHostNotInDNSName(t *testing.T) {
 	ours := run(t, bin(t, "gonbdinfo"), "--size", uri)
 	assert.Equal(t, 1, ours.code, "gonbdinfo accepted the certificate: %s", ours.stdout)
 	assert.Contains(t, ours.stderr, `does not match host name "127.0.0.1"`)
+}
+
+// TestQcow2MultiConnCopy serves a qcow2 image to several clients, as
+// backup tools do (qemu-nbd -e 8 with imageio, nbdcopy), and checks that
+// gonbd advertises multi-conn like qemu-nbd 7.2 and that nbdcopy's four
+// connections write the image correctly.
+func TestQcow2MultiConnCopy(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	nbdcopy := requireTool(t, "nbdcopy")
+	qemuImg := requireTool(t, "qemu-img")
+	src := randomImage(t, 32<<20, 7)
+	img := filepath.Join(t.TempDir(), "disk.qcow2")
+	mustRun(t, qemuImg, "create", "-q", "-f", "qcow2", img, "32M")
+
+	srv := serveUnix(t, "-t", "-e", "4", "-f", "qcow2", img)
+	r := run(t, nbdinfo, "--can", "multi-conn", srv.uri)
+	assert.Equal(t, 0, r.code, "gonbd does not advertise multi-conn for qcow2 with -e 4")
+
+	mustRun(t, nbdcopy, "--connections=4", "--flush", src, srv.uri)
+	require.NoError(t, srv.cmd.Process.Signal(os.Interrupt))
+	require.Equal(t, 0, srv.wait(30*time.Second))
+	mustRun(t, qemuImg, "compare", "-f", "raw", "-F", "qcow2", src, img)
+	mustRun(t, qemuImg, "check", "-q", img)
+}
+
+// TestMultiConnFollowsShared checks that gonbd advertises multi-conn
+// exactly when qemu-nbd 7.2 does: with -e 0 (unlimited) or -e 2 and more,
+// not with the default -e 1. A client that sees multi-conn opens several
+// connections, and nbdcopy would wait for ever for the ones -e 1 does not
+// accept.
+func TestMultiConnFollowsShared(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	nbdcopy := requireTool(t, "nbdcopy")
+	qemuImg := requireTool(t, "qemu-img")
+	src := randomImage(t, 4<<20, 3)
+	qcow2 := filepath.Join(t.TempDir(), "disk.qcow2")
+	mustRun(t, qemuImg, "create", "-q", "-f", "qcow2", qcow2, "4M")
+
+	cases := []struct {
+		name      string
+		args      []string
+		multiConn bool
+	}{
+		{"RawDefault", []string{"-f", "raw", sparseImage(t, 4<<20)}, false},
+		{"Qcow2Default", []string{"-f", "qcow2", qcow2}, false},
+		{"RawShared2", []string{"-e", "2", "-f", "raw", sparseImage(t, 4<<20)}, true},
+		{"MemoryUnlimited", []string{"-e", "0", "--image-opts", "driver=memory,size=4M"}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serveUnix(t, append([]string{"-t"}, tc.args...)...)
+			r := run(t, nbdinfo, "--can", "multi-conn", srv.uri)
+			if tc.multiConn {
+				assert.Equal(t, 0, r.code, "multi-conn not advertised")
+			} else {
+				assert.Equal(t, 2, r.code, "multi-conn advertised")
+			}
+
+			copier := start(t, nbdcopy, src, srv.uri)
+			assert.Equal(t, 0, copier.wait(30*time.Second), "nbdcopy did not finish: %s", copier.stderr.String())
+		})
+	}
+}
+
+// TestPIDFileHeldByQemuNBD starts gonbd with the pid file of a running
+// qemu-nbd. qemu-nbd 7.2 locks its pid file, and gonbd must honour that
+// lock: exit 1 with one line, and leave qemu-nbd's pid file alone.
+func TestPIDFileHeldByQemuNBD(t *testing.T) {
+	qemuNBD := requireTool(t, "qemu-nbd")
+	img := sparseImage(t, 1<<20)
+	pidFile := filepath.Join(t.TempDir(), "nbd.pid")
+	sock := socketPath(t)
+	q := start(t, qemuNBD, "-t", "-f", "raw", "-k", sock, "--pid-file", pidFile, img)
+	waitUnix(t, q, sock)
+	want := fileBytes(t, pidFile)
+
+	g := start(t, bin(t, "gonbd"), "-t", "-f", "raw", "-k", socketPath(t), "--pid-file", pidFile, img)
+	require.Equal(t, 1, g.wait(15*time.Second), "gonbd did not exit 1; stderr:\n%s", g.stderr.String())
+	stderr := g.stderr.String()
+	assert.Contains(t, stderr, "is locked by another running server")
+	assert.Equal(t, 1, strings.Count(stderr, "\n"), "expected one line, got %q", stderr)
+	assert.Equal(t, want, fileBytes(t, pidFile), "gonbd changed qemu-nbd's pid file")
 }

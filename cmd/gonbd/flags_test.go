@@ -145,11 +145,12 @@ func TestExportOptionsFromFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "raw", driver)
 	assert.Equal(t, export.Options{
-		"filename":  "disk.img",
-		"read-only": "on",
-		"offset":    "512",
-		"cache":     "none",
-		"discard":   "unmap",
+		"filename":   "disk.img",
+		"read-only":  "on",
+		"offset":     "512",
+		"cache":      "none",
+		"discard":    "unmap",
+		"multi-conn": "off",
 	}, opts)
 }
 
@@ -181,7 +182,7 @@ func TestExportOptionsImageOpts(t *testing.T) {
 	driver, opts, err := exportOptions(o)
 	require.NoError(t, err)
 	assert.Equal(t, "memory", driver)
-	assert.Equal(t, export.Options{"size": "1G", "read-only": "on"}, opts)
+	assert.Equal(t, export.Options{"size": "1G", "read-only": "on", "multi-conn": "off"}, opts)
 }
 
 func TestExportOptionsQemuRawSpelling(t *testing.T) {
@@ -191,7 +192,28 @@ func TestExportOptionsQemuRawSpelling(t *testing.T) {
 	driver, opts, err := exportOptions(o)
 	require.NoError(t, err)
 	assert.Equal(t, "raw", driver)
-	assert.Equal(t, export.Options{"filename": "a,b.img"}, opts)
+	assert.Equal(t, export.Options{"filename": "a,b.img", "multi-conn": "off"}, opts)
+}
+
+// TestExportOptionsMultiConn checks that multi-conn is off for the default
+// -e 1 only, as qemu-nbd 7.2 advertises it for -e 0 and -e 2 and more.
+func TestExportOptionsMultiConn(t *testing.T) {
+	for _, tc := range []struct {
+		shared string
+		want   string // "" when the option is absent (the driver's default, on)
+	}{
+		{"1", "off"},
+		{"0", ""},
+		{"2", ""},
+	} {
+		t.Run("Shared"+tc.shared, func(t *testing.T) {
+			o, err := parseFlags([]string{"-e", tc.shared, "-f", "raw", "disk.img"})
+			require.NoError(t, err)
+			_, opts, err := exportOptions(o)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, opts["multi-conn"])
+		})
+	}
 }
 
 func TestExportOptionsErrors(t *testing.T) {

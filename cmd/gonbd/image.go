@@ -75,6 +75,10 @@ func exportOptions(o *options) (string, export.Options, error) {
 	setIfAbsent("aio", o.aio)
 	setIfAbsent("discard", o.discard)
 	setIfAbsent("detect-zeroes", o.detectZeroes)
+	if o.shared == 1 {
+		// qemu-nbd 7.2 advertises multi-conn only when -e is not 1.
+		setIfAbsent("multi-conn", "off")
+	}
 
 	if _, ok := export.Lookup(driver); !ok {
 		return "", nil, usageErrorf("unknown image format %q: use one of %s", driver, strings.Join(export.Names(), ", "))

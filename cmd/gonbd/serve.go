@@ -113,10 +113,11 @@ func serve(o *options, log hclog.Logger) error {
 	defer l.Close()
 
 	if o.pidFile != "" {
-		if err := os.WriteFile(o.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			return usageErrorf("write pid file %s: %v: check the --pid-file path", o.pidFile, unwrapAll(err))
+		release, err := writePIDFile(o.pidFile)
+		if err != nil {
+			return err
 		}
-		defer os.Remove(o.pidFile)
+		defer release()
 	}
 
 	log.Info("serving", "address", describeAddr(l, o.exportName), "export", o.exportName,

@@ -24,10 +24,20 @@ func (i *info) doMap(ctx context.Context) (int, error) {
 		return exitError, fmt.Errorf("--map: server does not support metadata context %q", mc)
 	}
 
+	// A signal cancels ctx: close the connection so that a request in
+	// flight fails too.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
+
 	var extents []nbd.BlockExtent
 	size := c.Size()
 	for offset := int64(0); offset < size; {
+		if ctx.Err() != nil {
+			return exitError, fmt.Errorf("--map: interrupted at offset %d of %d", offset, size)
+		}
 		got, err := c.BlockStatus(offset, size-offset, mc)
+		if ctx.Err() != nil {
+			return exitError, fmt.Errorf("--map: interrupted at offset %d of %d", offset, size)
+		}
 		if err != nil {
 			return exitError, err
 		}
@@ -40,7 +50,7 @@ func (i *info) doMap(ctx context.Context) (int, error) {
 			if e.Offset+e.Length > size {
 				e.Length = size - e.Offset
 			}
-			extents = append(extents, e)
+			extents = appendExtent(extents, e)
 			offset = e.Offset + e.Length
 			if offset >= size {
 				break
@@ -51,22 +61,20 @@ func (i *info) doMap(ctx context.Context) (int, error) {
 	if i.opts.totals {
 		i.printTotals(extents, size)
 	} else {
-		i.printExtents(coalesce(extents))
+		i.printExtents(extents)
 	}
 	return exitOK, nil
 }
 
-// coalesce merges neighbouring extents of the same type.
-func coalesce(extents []nbd.BlockExtent) []nbd.BlockExtent {
-	var out []nbd.BlockExtent
-	for _, e := range extents {
-		if n := len(out); n > 0 && out[n-1].Flags == e.Flags {
-			out[n-1].Length += e.Length
-			continue
-		}
-		out = append(out, e)
+// appendExtent appends e to extents, merging it into the last extent when
+// both have the same type. Merging as the map grows keeps its memory to
+// one entry per change of type, however many requests the server needs.
+func appendExtent(extents []nbd.BlockExtent, e nbd.BlockExtent) []nbd.BlockExtent {
+	if n := len(extents); n > 0 && extents[n-1].Flags == e.Flags {
+		extents[n-1].Length += e.Length
+		return extents
 	}
-	return out
+	return append(extents, e)
 }
 
 func (i *info) printExtents(extents []nbd.BlockExtent) {

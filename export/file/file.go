@@ -63,18 +63,21 @@ type Backend struct {
 	probed bool
 	headMu sync.Mutex
 
+	multiConn bool // multi-conn option: see export.Options.MultiConn
+
 	direct *directIO // non-nil with O_DIRECT
 }
 
 // config is the parsed form of the driver's options.
 type config struct {
-	path     string
-	offset   int64
-	readOnly bool
-	cache    cacheMode
-	unmap    bool
-	detect   string
-	probed   bool
+	path      string
+	offset    int64
+	readOnly  bool
+	cache     cacheMode
+	unmap     bool
+	detect    string
+	probed    bool
+	multiConn bool
 }
 
 func parseOptions(opts export.Options) (config, error) {
@@ -115,6 +118,9 @@ func parseOptions(opts export.Options) (config, error) {
 		return c, fmt.Errorf("file: detect-zeroes=unmap needs discard=unmap (--discard=unmap)")
 	}
 
+	if c.multiConn, err = opts.MultiConn(); err != nil {
+		return c, fmt.Errorf("file: %w", err)
+	}
 	if c.probed, err = opts.Bool("probed", false); err != nil {
 		return c, fmt.Errorf("file: %w", err)
 	}
@@ -167,6 +173,8 @@ func Open(opts export.Options) (export.Backend, error) {
 		unmap:    c.unmap,
 		detect:   c.detect,
 		probed:   c.probed,
+
+		multiConn: c.multiConn,
 	}
 	if err := b.measure(); err != nil {
 		f.Close()
@@ -212,9 +220,10 @@ func (b *Backend) measure() error {
 func (b *Backend) Size() (int64, error) { return b.size, nil }
 func (b *Backend) ReadOnly() bool       { return b.readOnly }
 
-// CanMultiConn is true: every connection uses the same file, and the
-// kernel keeps its page cache coherent between them.
-func (b *Backend) CanMultiConn() bool { return true }
+// CanMultiConn is true unless the multi-conn option is off: every
+// connection uses the same file, and the kernel keeps its page cache
+// coherent between them.
+func (b *Backend) CanMultiConn() bool { return b.multiConn }
 
 // Sync flushes written data to stable storage (fdatasync), except with
 // cache=unsafe.

@@ -32,6 +32,7 @@ func init() {
 type Backend struct {
 	size     int64
 	readOnly bool
+	noMulti  bool // multi-conn=off
 
 	mu    sync.RWMutex
 	pages map[int64]*page // by page index; a missing page reads as zeroes
@@ -57,7 +58,13 @@ func Open(opts export.Options) (export.Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
-	return New(size, readOnly), nil
+	multiConn, err := opts.MultiConn()
+	if err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	b := New(size, readOnly)
+	b.noMulti = !multiConn
+	return b, nil
 }
 
 // New returns an empty memory disk of size bytes.
@@ -163,7 +170,7 @@ func (b *Backend) Zero(off, length int64, flags export.ZeroFlags) error {
 func (b *Backend) CanFastZero() bool             { return true }
 func (b *Backend) Cache(off, length int64) error { return nil }
 func (b *Backend) ReadOnly() bool                { return b.readOnly }
-func (b *Backend) CanMultiConn() bool            { return true }
+func (b *Backend) CanMultiConn() bool            { return !b.noMulti }
 
 // maxExtents bounds one Extents reply; the client asks again for the rest.
 const maxExtents = 1024

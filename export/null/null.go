@@ -22,8 +22,9 @@ func init() {
 
 // Backend is a null export.
 type Backend struct {
-	size     int64
-	readOnly bool
+	size      int64
+	readOnly  bool
+	multiConn bool
 }
 
 // Open opens a null export from options size (default 0) and read-only.
@@ -39,7 +40,11 @@ func Open(opts export.Options) (export.Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("null: %w", err)
 	}
-	return &Backend{size: size, readOnly: readOnly}, nil
+	multiConn, err := opts.MultiConn()
+	if err != nil {
+		return nil, fmt.Errorf("null: %w", err)
+	}
+	return &Backend{size: size, readOnly: readOnly, multiConn: multiConn}, nil
 }
 
 func (b *Backend) ReadAt(p []byte, off int64) (int, error) {
@@ -76,7 +81,7 @@ func (b *Backend) Zero(off, length int64, flags export.ZeroFlags) error {
 func (b *Backend) CanFastZero() bool             { return true }
 func (b *Backend) Cache(off, length int64) error { return nil }
 func (b *Backend) ReadOnly() bool                { return b.readOnly }
-func (b *Backend) CanMultiConn() bool            { return true }
+func (b *Backend) CanMultiConn() bool            { return b.multiConn }
 
 // Extents reports the whole range as a hole that reads as zeroes.
 func (b *Backend) Extents(ctx context.Context, off, length int64) ([]export.Extent, error) {

@@ -112,6 +112,9 @@ type Options struct {
 	// DetectZeroes is off, on or unmap: writes of zeroes become zero
 	// requests (unmap also frees clusters when Discard is set).
 	DetectZeroes string
+	// NoMultiConn makes CanMultiConn false (multi-conn=off, set by
+	// gonbd -e 1).
+	NoMultiConn bool
 }
 
 // maxChainDepth bounds backing chains, which also stops a chain that loops.
@@ -121,7 +124,7 @@ func init() {
 	export.Register(export.Plugin{
 		Name:        "qcow2",
 		Description: "qcow2 image (versions 2 and 3) with backing files, read-write",
-		Keys:        []string{"filename", "read-only", "discard", "cache", "snapshot", "load-snapshot", "detect-zeroes", "aio"},
+		Keys:        []string{"filename", "read-only", "discard", "cache", "snapshot", "load-snapshot", "detect-zeroes", "aio", "multi-conn"},
 		Open: func(o export.Options) (export.Backend, error) {
 			path, opts, err := parseOptions(o)
 			if err != nil {
@@ -332,9 +335,12 @@ func (img *Image) virtualSize() int64 { return img.size }
 // ReadOnly reports whether writes are rejected.
 func (img *Image) ReadOnly() bool { return img.readOnly }
 
-// CanMultiConn returns false: two opens of one qcow2 file would each cache
-// metadata and allocate clusters on their own.
-func (img *Image) CanMultiConn() bool { return false }
+// CanMultiConn returns true unless Options.NoMultiConn is set: all
+// connections to an export share this Image, with one metadata cache and
+// one allocator, so a flush on any of them covers the writes of all. (Two
+// Images open on one file would not be safe, but multi-conn never asks
+// for that.)
+func (img *Image) CanMultiConn() bool { return !img.opts.NoMultiConn }
 
 // CanFastZero returns true: Zero with ZeroFast succeeds only for requests
 // it can serve from metadata alone.

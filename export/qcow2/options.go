@@ -24,6 +24,10 @@ func parseOptions(o export.Options) (string, Options, error) {
 			opts.ReadOnly, err = parseBool(key, value)
 		case "snapshot":
 			opts.Snapshot, err = parseBool(key, value)
+		case "multi-conn":
+			var on bool
+			on, err = parseBool(key, value)
+			opts.NoMultiConn = !on
 		case "discard":
 			switch value {
 			case "ignore", "off", "":
@@ -54,7 +58,7 @@ func parseOptions(o export.Options) (string, Options, error) {
 				err = fmt.Errorf("qcow2: offset=%s is not supported for qcow2 images: serve the whole disk", value)
 			}
 		default:
-			err = fmt.Errorf("qcow2: unknown option %q (known: filename, read-only, discard, cache, snapshot, load-snapshot, detect-zeroes, aio)", key)
+			err = fmt.Errorf("qcow2: unknown option %q (known: filename, read-only, discard, cache, snapshot, load-snapshot, detect-zeroes, aio, multi-conn)", key)
 		}
 		if err != nil {
 			return "", opts, err
