@@ -138,17 +138,25 @@ func (c *serverConn) isShuttingDown() bool {
 	return c.shuttingDown
 }
 
-// beginShutdown drops a negotiating client at once. A transmitting
-// client keeps being read while requests are in flight, and every
-// request read from now on gets an ESHUTDOWN reply. Once none is in
-// flight the reader stops and the connection closes.
+// negotiationShutdownGrace is how long a negotiating client may take to
+// send its next option once shutdown begins. That option is answered
+// NBD_REP_ERR_SHUTDOWN, as the protocol asks of a server that is going
+// away; a client that sends nothing in time is dropped.
+const negotiationShutdownGrace = time.Second
+
+// beginShutdown ends negotiation soon: a negotiating client's next
+// option gets NBD_REP_ERR_SHUTDOWN, and it is dropped after
+// negotiationShutdownGrace at most. A transmitting client keeps being read
+// while requests are in flight, and every request read from now on gets an
+// ESHUTDOWN reply. Once none is in flight the reader stops and the
+// connection closes.
 func (c *serverConn) beginShutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.shuttingDown = true
 	c.shutdownStarted.Store(true)
 	if !c.inTransmission {
-		_ = c.conn.SetDeadline(time.Now())
+		_ = c.conn.SetDeadline(time.Now().Add(negotiationShutdownGrace))
 		return
 	}
 	if c.inFlight.Load() == 0 {

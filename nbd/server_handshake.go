@@ -160,6 +160,10 @@ func (c *serverConn) negotiateOption(ctx context.Context) (optionResult, proto.O
 // dispatchOption applies the TLS policy and the payload limit, reads the
 // option data and calls the option's handler.
 func (c *serverConn) dispatchOption(ctx context.Context, hdr proto.OptionHeader) (optionResult, error) {
+	if c.isShuttingDown() {
+		return c.refuseDuringShutdown(hdr)
+	}
+
 	if c.tlsRequired() && hdr.Option != proto.OptStartTLS && hdr.Option != proto.OptAbort {
 		if hdr.Option == proto.OptExportName {
 			// EXPORT_NAME has no error reply, so the protocol requires
@@ -244,4 +248,17 @@ func (c *serverConn) sendOptionReply(opt proto.Option, rep proto.Reply, payload 
 		return fmt.Errorf("send %s reply to %s: %w", rep, opt, err)
 	}
 	return nil
+}
+
+// refuseDuringShutdown answers an option that arrives once shutdown has
+// begun with NBD_REP_ERR_SHUTDOWN and ends the session. EXPORT_NAME has no
+// error reply, so that client is only disconnected.
+func (c *serverConn) refuseDuringShutdown(hdr proto.OptionHeader) (optionResult, error) {
+	if hdr.Option == proto.OptExportName {
+		return optionResult{}, errConnDone
+	}
+	if err := c.discard(hdr.Length); err != nil {
+		return optionResult{}, err
+	}
+	return optionResult{reply: proto.RepErrShutdown, message: "the server is shutting down", next: nextClose}, nil
 }

@@ -444,6 +444,26 @@ func TestShutdownNegotiatingClient(t *testing.T) {
 	w.expectClosed()
 }
 
+func TestShutdownAnswersOptionWithErrShutdown(t *testing.T) {
+	w, s := dialWire(t, testConfig())
+	w.greetDefault()
+	waitFor(t, func() bool { return len(connsOf(s)) == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), wireTimeout)
+	defer cancel()
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- s.Shutdown(ctx) }()
+	waitFor(t, func() bool {
+		conns := connsOf(s)
+		return len(conns) == 1 && conns[0].isShuttingDown()
+	})
+
+	w.sendOption(proto.OptList, nil)
+	w.expectReply(proto.OptList, proto.RepErrShutdown)
+	w.expectClosed()
+	require.NoError(t, <-shutdownDone)
+}
+
 func connsOf(s *Server) []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
