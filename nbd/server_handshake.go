@@ -161,7 +161,7 @@ func (c *serverConn) negotiateOption(ctx context.Context) (optionResult, proto.O
 // option data and calls the option's handler.
 func (c *serverConn) dispatchOption(ctx context.Context, hdr proto.OptionHeader) (optionResult, error) {
 	if c.isShuttingDown() {
-		return c.refuseDuringShutdown(hdr)
+		return c.rejectDuringShutdown(hdr)
 	}
 
 	if c.tlsRequired() && hdr.Option != proto.OptStartTLS && hdr.Option != proto.OptAbort {
@@ -250,10 +250,10 @@ func (c *serverConn) sendOptionReply(opt proto.Option, rep proto.Reply, payload 
 	return nil
 }
 
-// refuseDuringShutdown answers an option that arrives once shutdown has
+// rejectDuringShutdown replies to an option that arrives once shutdown has
 // begun with NBD_REP_ERR_SHUTDOWN and ends the session. EXPORT_NAME has no
 // error reply, so that client is only disconnected.
-func (c *serverConn) refuseDuringShutdown(hdr proto.OptionHeader) (optionResult, error) {
+func (c *serverConn) rejectDuringShutdown(hdr proto.OptionHeader) (optionResult, error) {
 	if hdr.Option == proto.OptExportName {
 		return optionResult{}, errConnDone
 	}
