@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gonbd/gonbd/internal/testenv"
 )
 
 // binDir holds gonbd's binaries: $GONBD_BIN, or a temporary directory that
@@ -55,20 +57,9 @@ func bin(t testing.TB, name string) string {
 	return p
 }
 
-// requireTool returns the path of a peer tool. A missing tool fails the
-// test under CI=true and skips it otherwise.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it, see scripts/setup", name)
-	}
-	t.Skipf("peer tool %s not found on PATH; install it or run scripts/setup test", name)
-	return ""
-}
+// requireTool returns the path of a peer tool, failing the test under CI=true
+// and skipping it otherwise when the tool is missing.
+var requireTool = testenv.RequireTool
 
 var portMu sync.Mutex
 

@@ -14,25 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gonbd/gonbd/internal/testenv"
 	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// requirePeer returns the path of a peer tool. A missing tool fails the
-// test under CI=true and skips it otherwise.
-func requirePeer(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it, see scripts/setup", name)
-	}
-	t.Skipf("peer tool %s not found on PATH; install it or run scripts/setup test", name)
-	return ""
-}
+// requirePeer returns the path of a peer tool, failing the test under CI=true
+// and skipping it otherwise when the tool is missing.
+var requirePeer = testenv.RequireTool
 
 // runPeer runs a peer tool with a one-minute limit and returns its
 // standard output; it fails the test on a non-zero exit.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gonbd/gonbd/internal/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -206,17 +207,6 @@ func TestSecretNeverPrinted(t *testing.T) {
 	assert.NotContains(t, err.Error(), "hunter2")
 }
 
-// requireTool returns the path of a peer tool. A missing tool fails the
-// test under CI=true and skips it otherwise.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it", name)
-	}
-	t.Skipf("peer tool %s not found on PATH", name)
-	return ""
-}
+// requireTool returns the path of a peer tool, failing the test under CI=true
+// and skipping it otherwise when the tool is missing.
+var requireTool = testenv.RequireTool

@@ -8,13 +8,13 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gonbd/gonbd/internal/testenv"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -155,7 +155,7 @@ func buildGetDN(t *testing.T) string {
 	bin := filepath.Join(t.TempDir(), "getdn")
 	out, err := exec.Command(cc, "-o", bin, "testdata/getdn.c", "-lgnutls").CombinedOutput()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testenv.UnderCI() {
 			t.Fatalf("build testdata/getdn.c (needs GnuTLS headers, libgnutls28-dev): %v\n%s", err, out)
 		}
 		t.Skipf("cannot build testdata/getdn.c (needs GnuTLS headers): %v\n%s", err, out)

@@ -72,7 +72,7 @@ var clientPriorityCases = []clientPriorityCase{
 // TestPSKClientGnutlsServ connects the PSK client to gnutls-serv in echo
 // mode once per suite and group, plus a HelloRetryRequest.
 func TestPSKClientGnutlsServ(t *testing.T) {
-	gnutlsServ := pskRequireTool(t, "gnutls-serv")
+	gnutlsServ := needTool(t, "gnutls-serv")
 	for _, tc := range withHelloRetry(clientPriorityCases) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")
@@ -117,7 +117,7 @@ func assertSession(t testing.TB, c Conn, suite, group string, retried bool) {
 // once per suite and group, plus a HelloRetryRequest, and exchanges data
 // both ways.
 func TestPSKClientOpensslServer(t *testing.T) {
-	openssl := pskRequireTool(t, "openssl")
+	openssl := needTool(t, "openssl")
 	for _, tc := range withHelloRetry(clientPriorityCases) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")
@@ -162,7 +162,7 @@ var opensslClientCases = []struct {
 // TestPSKServerOpensslClient connects openssl s_client to a PSK server once
 // per suite and group and exchanges data both ways.
 func TestPSKServerOpensslClient(t *testing.T) {
-	openssl := pskRequireTool(t, "openssl")
+	openssl := needTool(t, "openssl")
 	for _, tc := range opensslClientCases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")

@@ -22,21 +22,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// pskRequireTool returns the path of a peer tool. A missing tool fails the
-// test under CI=true and skips it otherwise.
-func pskRequireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it, see scripts/setup", name)
-	}
-	t.Skipf("peer tool %s not found on PATH", name)
-	return ""
-}
-
 // pskFixture is a keys.psk with one user and its key in hex.
 type pskFixture struct {
 	dir, file, user, hexKey string
@@ -216,7 +201,7 @@ var gnutlsClientCases = []struct {
 // TestPSKServerGnutlsCli connects gnutls-cli to a PSK server once per
 // suite and group and exchanges data both ways.
 func TestPSKServerGnutlsCli(t *testing.T) {
-	gnutlsCli := pskRequireTool(t, "gnutls-cli")
+	gnutlsCli := needTool(t, "gnutls-cli")
 	for _, tc := range gnutlsClientCases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPSKFixture(t, "alice")

@@ -14,7 +14,7 @@ import (
 // "k" command), to which the server replies with its own. Then the server
 // requests one. Data flows both ways after each update.
 func TestPSKKeyUpdateOpenssl(t *testing.T) {
-	openssl := pskRequireTool(t, "openssl")
+	openssl := needTool(t, "openssl")
 	f := newPSKFixture(t, "alice")
 	psk := loadTestPSK(t, f, EndpointServer, Priority{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")

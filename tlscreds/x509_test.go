@@ -7,30 +7,19 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/gonbd/gonbd/internal/testenv"
 	"github.com/gonbd/gonbd/tlscreds/gen"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// needTool returns the path of a peer tool; a missing tool fails the test
-// under CI=true and skips it otherwise.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it, see scripts/setup", name)
-	}
-	t.Skipf("peer tool %s not found on PATH", name)
-	return ""
-}
+// needTool returns the path of a peer tool, failing the test under CI=true
+// and skipping it otherwise when the tool is missing.
+var needTool = testenv.RequireTool
 
 // fixture is a CA with a server and client certificate, written to one
 // directory as gonbd-creds writes it.

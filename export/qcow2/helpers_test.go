@@ -10,23 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gonbd/gonbd/internal/testenv"
 	"github.com/stretchr/testify/require"
 )
 
-// requireTool returns the path of a peer tool. A missing tool fails the
-// test under CI=true and skips it otherwise.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("peer tool %s not found on PATH (CI=true): install it, see scripts/setup", name)
-	}
-	t.Skipf("peer tool %s not found on PATH", name)
-	return ""
-}
+// requireTool returns the path of a peer tool, failing the test under CI=true
+// and skipping it otherwise when the tool is missing.
+var requireTool = testenv.RequireTool
 
 // qemu runs a QEMU tool and returns its standard output; a non-zero exit
 // fails the test.
