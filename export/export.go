@@ -39,7 +39,7 @@ const (
 	// ZeroMayTrim allows the backend to punch a hole (the client did not set
 	// NBD_CMD_FLAG_NO_HOLE).
 	ZeroMayTrim ZeroFlags = 1 << iota
-	// ZeroFast asks the backend to fail with ErrFastZeroUnsupported unless
+	// ZeroFast requests that the backend fail with ErrFastZeroUnsupported unless
 	// zeroing is faster than writing zeroes (NBD_CMD_FLAG_FAST_ZERO).
 	ZeroFast
 )

@@ -75,7 +75,7 @@ func TestNBDTestQemuIoReadOnly(t *testing.T) {
 
 	r := run(t, qemuIo, append([]string{"-c", "write -P 1 0 512"}, srv.QEMUArgs()...)...)
 	assert.NotEqual(t, 0, r.code, "qemu-io write to a read-only export must fail:\n%s%s", r.stdout, r.stderr)
-	// qemu-io 7.2 sees NBD_FLAG_READ_ONLY and fails to open the image
+	// qemu-io 7.2 reads NBD_FLAG_READ_ONLY and fails to open the image
 	// read-write ("Permission denied"), so no write reaches the server.
 	out := mustRun(t, qemuIo, append([]string{"-r", "-c", "read -P 0 0 512"}, srv.QEMUArgs()...)...)
 	assert.NotContains(t, out, "Pattern verification failed")

@@ -203,7 +203,7 @@ func infoExport(size uint64, flags proto.TransmissionFlags) []byte {
 	return binary.BigEndian.AppendUint16(p, uint16(flags))
 }
 
-// goodNegotiation answers runNegotiation's options.
+// goodNegotiation returns the server's replies to runNegotiation's options.
 func goodNegotiation() []byte {
 	server := binary.BigEndian.AppendUint32(nil, 4)
 	server = append(server, "disk"...)

@@ -218,9 +218,9 @@ func (c *Client) Cache(off, length int64) error {
 
 // BlockStatus returns the extents of a meta context (negotiated with
 // WithMetaContexts; base:allocation by default) from off. The server may
-// describe less than length bytes, or a little more in its last extent;
-// callers that need the whole range ask again from the end of the last
-// extent. length is capped to what one request carries.
+// describe less than length bytes, or a little more in its last extent,
+// so callers that need the whole range request again from the end of the
+// last extent. length is capped to what one request carries.
 func (c *Client) BlockStatus(off, length int64, context string) ([]BlockExtent, error) {
 	id, ok := c.contextIDs[context]
 	if !ok {

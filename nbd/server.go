@@ -27,16 +27,16 @@ type Export struct {
 	AllocationDepth bool
 }
 
-// TLSMode says whether clients must, may or cannot use TLS.
+// TLSMode is whether clients must, may or cannot use TLS.
 type TLSMode int
 
 const (
-	// TLSOff offers no TLS: NBD_OPT_STARTTLS is answered NBD_REP_ERR_POLICY.
+	// TLSOff offers no TLS: the server replies to NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY.
 	TLSOff TLSMode = iota
 	// TLSOptional allows TLS but serves plaintext clients too (nbdkit
 	// --tls=on).
 	TLSOptional
-	// TLSRequire answers every option but STARTTLS and ABORT with
+	// TLSRequire replies to every option but STARTTLS and ABORT with
 	// NBD_REP_ERR_TLS_REQD until TLS is up (qemu-nbd's only mode).
 	TLSRequire
 )
@@ -277,7 +277,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.runConn(ctx, sc)
 }
 
-// runConn runs sc until it ends or ctx is done, then forgets it.
+// runConn runs sc until it ends or ctx is done, then removes it from the server's connections.
 func (s *Server) runConn(ctx context.Context, sc *serverConn) {
 	defer s.removeConn(sc)
 
@@ -286,8 +286,8 @@ func (s *Server) runConn(ctx context.Context, sc *serverConn) {
 	sc.serve(ctx)
 }
 
-// Shutdown stops accepting, lets in-flight requests finish, answers later
-// requests with ESHUTDOWN, flushes the backends and waits for connections
+// Shutdown stops accepting, lets in-flight requests finish, replies
+// ESHUTDOWN to later requests, flushes the backends and waits for connections
 // to close or ctx to end. When ctx ends first it closes the remaining
 // connections and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -10,8 +10,8 @@ import (
 
 const (
 	// maxStatusDescriptors caps the descriptors in one block status
-	// chunk at 1 MiB of descriptors, the cap qemu-nbd uses; the protocol
-	// asks for no more than 2^20.
+	// chunk at 1 MiB of descriptors, the cap qemu-nbd uses. The protocol
+	// recommends no more than 2^20.
 	maxStatusDescriptors = (1 << 20) / 8
 	// maxDescriptorLength is the largest 512-aligned descriptor length
 	// that fits the 32-bit field.
@@ -116,7 +116,7 @@ func (t *transmission) statusChunk(r *serverRequest, id uint32, exts []export.Ex
 	return nil
 }
 
-// readSparse answers a structured read with NBD_REPLY_TYPE_OFFSET_HOLE
+// readSparse replies to a structured read with NBD_REPLY_TYPE_OFFSET_HOLE
 // chunks for ranges the backend reports as reading zero, and data chunks
 // for the rest. It returns false, and builds nothing, when the range has
 // no zero extents, is too fragmented, or the extents are unavailable; the

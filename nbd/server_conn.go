@@ -140,7 +140,7 @@ func (c *serverConn) isShuttingDown() bool {
 
 // negotiationShutdownGrace is how long a negotiating client may take to
 // send its next option once shutdown begins. The server replies to that
-// option with NBD_REP_ERR_SHUTDOWN, as the protocol asks of a server that
+// option with NBD_REP_ERR_SHUTDOWN, as the protocol recommends for a server that
 // is going away. A client that sends nothing in time is dropped.
 const negotiationShutdownGrace = time.Second
 

@@ -79,7 +79,7 @@ func takeString(b []byte, what string) (string, []byte, string) {
 	return string(b[:n]), b[n:], ""
 }
 
-// optMetaContext answers NBD_OPT_LIST_META_CONTEXT and
+// optMetaContext replies to NBD_OPT_LIST_META_CONTEXT and
 // NBD_OPT_SET_META_CONTEXT with one NBD_REP_META_CONTEXT per matching
 // context, then NBD_REP_ACK.
 func (c *serverConn) optMetaContext(opt proto.Option, data []byte) (optionResult, error) {
@@ -129,7 +129,7 @@ func (c *serverConn) optMetaContext(opt proto.Option, data []byte) (optionResult
 
 // matchMetaQuery adds the contexts query selects. The namespace alone
 // ("base:", "qemu:") is a wildcard for LIST and selects nothing for SET,
-// as the protocol says for base: and qemu-nbd does for qemu:. Unknown
+// as the protocol specifies for base: and qemu-nbd does for qemu:. Unknown
 // namespaces and leaf names are ignored, as the protocol requires.
 func matchMetaQuery(sel *metaSelection, e *Export, query string, set bool) {
 	switch {

@@ -40,7 +40,7 @@ func (c *serverConn) optExportName(data []byte) (optionResult, error) {
 }
 
 // optAbort acknowledges NBD_OPT_ABORT; the connection then closes. Any
-// data sent with the option was already skipped, as the protocol asks.
+// data sent with the option was already skipped, as the protocol requires.
 func (c *serverConn) optAbort() (optionResult, error) {
 	res := optionResult{reply: proto.RepAck, sent: true, next: nextClose}
 	// The client may close without reading the reply, so a failed send
@@ -110,7 +110,7 @@ func parseInfoRequest(data []byte) (infoRequest, string) {
 	return req, ""
 }
 
-// optInfoGo answers NBD_OPT_INFO and NBD_OPT_GO: NBD_REP_INFO replies
+// optInfoGo replies to NBD_OPT_INFO and NBD_OPT_GO: NBD_REP_INFO replies
 // for the export, then NBD_REP_ACK (and, for GO, transmission).
 func (c *serverConn) optInfoGo(opt proto.Option, data []byte) (optionResult, error) {
 	req, problem := parseInfoRequest(data)
@@ -193,7 +193,7 @@ func (c *serverConn) selectExport(e *Export) {
 // Negotiation state from before TLS is dropped, as the protocol requires.
 func (c *serverConn) optStartTLS(ctx context.Context, data []byte) (optionResult, error) {
 	if c.srv.cfg.TLSMode == TLSOff {
-		// qemu-nbd without --tls-creds answers the same.
+		// qemu-nbd without --tls-creds replies the same way.
 		return optionResult{reply: proto.RepErrPolicy, message: "TLS is not configured on this server"}, nil
 	}
 	if c.tls != nil {

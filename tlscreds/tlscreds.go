@@ -54,7 +54,7 @@ func (e Endpoint) String() string {
 	return "client"
 }
 
-// Priority is what gonbd honours of a GnuTLS priority string (the
+// Priority is the part of a GnuTLS priority string that gonbd honours (the
 // priority= property): protocol versions, cipher suites and groups, as IANA
 // code points. A zero field keeps the default.
 type Priority struct {

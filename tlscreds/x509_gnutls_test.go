@@ -217,7 +217,7 @@ func dialTLS(t *testing.T, x *X509, addr, hostname string) (Conn, error) {
 		return nil, err
 	}
 	t.Cleanup(func() { c.Close() })
-	// gnutls-serv --echo answers whole lines.
+	// gnutls-serv --echo echoes whole lines.
 	if _, err := c.Write([]byte("hello\n")); err != nil {
 		return nil, err
 	}

@@ -147,7 +147,7 @@ func parseFlags(args []string) (*options, error) {
 	if o.help || o.version {
 		return o, nil
 	}
-	// Like qemu-nbd, answer --object help before checking anything else,
+	// Like qemu-nbd, handle --object help before checking anything else,
 	// so that it needs no IMAGE.
 	for _, spec := range o.objects {
 		var help strings.Builder

@@ -14,10 +14,10 @@ import (
 	"github.com/gonbd/gonbd/nbd/proto"
 )
 
-// contentProbeSize is how much of the export file(1) sees, as nbdinfo.
+// contentProbeSize is the number of bytes at the start of the export passed to file(1), as nbdinfo does.
 const contentProbeSize = 8192
 
-// exportDetails is what gonbdinfo prints for one export.
+// exportDetails is the information gonbdinfo prints for one export.
 type exportDetails struct {
 	info        nbd.ExportInfo
 	contexts    []string

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// FuzzOpenImage opens mutated images, reads them, asks for block status
+// FuzzOpenImage opens mutated images, reads them, requests block status
 // and writes to them. It must never panic or allocate without bound. The
 // seeds in testdata/fuzz/FuzzOpenImage are small images made by qemu-img.
 func FuzzOpenImage(f *testing.F) {

@@ -338,8 +338,8 @@ func (img *Image) ReadOnly() bool { return img.readOnly }
 // CanMultiConn returns true unless Options.NoMultiConn is set: all
 // connections to an export share this Image, with one metadata cache and
 // one allocator, so a flush on any of them covers the writes of all. (Two
-// Images open on one file would not be safe, but multi-conn never asks
-// for that.)
+// Images open on one file would not be safe, but multi-conn never
+// requires that.)
 func (img *Image) CanMultiConn() bool { return !img.opts.NoMultiConn }
 
 // CanFastZero returns true: Zero with ZeroFast succeeds only for requests

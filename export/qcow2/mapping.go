@@ -16,7 +16,7 @@ const (
 	bitmapAllZero      = 0xffffffff00000000
 )
 
-// runKind is how a run of guest bytes is stored.
+// runKind is the storage kind of a run of guest bytes.
 type runKind uint8
 
 const (
