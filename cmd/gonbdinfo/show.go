@@ -193,9 +193,9 @@ func probeContent(c *nbd.Client) string {
 // (port 10809 when absent), the export name as path, the user and the
 // credential parameters.
 //
-// NOTE: libnbd 1.14 writes query values unescaped; here only the
-// characters that would break the URI (space, '%', '&', '#', ';', '+')
-// are escaped, so paths with those differ from nbdinfo's output.
+// NOTE: libnbd 1.14 writes query values unescaped. This escapes the
+// characters that would break the URI (space, '%', '&', '#', ';', '+'), so
+// paths that contain them differ from nbdinfo's output.
 func libnbdURI(u *nbd.URI, tls bool, export string) string {
 	var b strings.Builder
 	scheme := "nbd"
