@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -11,11 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gonbd/gonbd/export/memory"
 	"github.com/gonbd/gonbd/nbd"
+	"github.com/gonbd/gonbd/nbd/proto"
 	"github.com/gonbd/gonbd/tlscreds"
 	"github.com/gonbd/gonbd/tlscreds/gen"
 	"github.com/stretchr/testify/assert"
@@ -278,4 +281,63 @@ func TestPSKGonbdCredsServedByQemuNBD(t *testing.T) {
 		"--object", "tls-creds-psk,id=tls0,endpoint=client,username=rich,dir="+dir,
 		"--image-opts", fmt.Sprintf("driver=nbd,host=127.0.0.1,port=%d,tls-creds=tls0", port))
 	assert.Contains(t, out, "virtual size: 1 MiB")
+}
+
+// ticketCounter is a crypto/tls client session cache that only counts the
+// session tickets it is given.
+type ticketCounter struct {
+	mu      sync.Mutex
+	tickets int
+}
+
+func (c *ticketCounter) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+
+func (c *ticketCounter) Put(_ string, s *tls.ClientSessionState) {
+	if s != nil {
+		c.mu.Lock()
+		c.tickets++
+		c.mu.Unlock()
+	}
+}
+
+// countTickets upgrades a raw connection with NBD_OPT_STARTTLS, lists the
+// exports over TLS (which makes crypto/tls read any NewSessionTicket the
+// server sent after the handshake) and returns the number of tickets.
+func countTickets(t *testing.T, s *robustServer, dir string) int {
+	t.Helper()
+	c := dialRawFlags(t, s, newstyleFlags)
+	c.sendOption(proto.OptStartTLS, nil)
+	c.expectReply(proto.OptStartTLS, proto.RepAck)
+
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "client-cert.pem"), filepath.Join(dir, "client-key.pem"))
+	require.NoError(t, err)
+	counter := &ticketCounter{}
+	conn := tls.Client(c.conn, &tls.Config{
+		// The server certificate is not what this test checks.
+		InsecureSkipVerify: true,
+		Certificates:       []tls.Certificate{cert},
+		ClientSessionCache: counter,
+		MinVersion:         tls.VersionTLS13,
+	})
+	c.conn = conn
+	c.deadline()
+	require.NoError(t, conn.Handshake())
+	c.sendOption(proto.OptList, nil)
+	c.expectReply(proto.OptList, proto.RepAck)
+	counter.mu.Lock()
+	defer counter.mu.Unlock()
+	return counter.tickets
+}
+
+// qemu-nbd sends no session tickets, which this test checks too, so gonbd
+// must send none either.
+func TestX509ServerSendsNoSessionTickets(t *testing.T) {
+	dir := gonbdCredsX509(t)
+	qemuAddr, _ := startQemuNBDX509(t, dir)
+	gonbd := startRobustServer(t, "--object", "tls-creds-x509,id=tls0,endpoint=server,dir="+dir,
+		"--tls-creds", "tls0", "-f", "raw", sparseImage(t, 1<<20))
+
+	qemu := &robustServer{network: "tcp", addr: qemuAddr}
+	assert.Zero(t, countTickets(t, qemu, dir), "tickets from qemu-nbd")
+	assert.Zero(t, countTickets(t, gonbd, dir), "tickets from gonbd")
 }

@@ -357,6 +357,10 @@ func applyFlag(item string) error {
 		// crypto/tls servers already choose by their own preference
 		// order (adjusted for AES hardware).
 		return nil
+	case "%NO_TICKETS":
+		// gonbd servers never issue session tickets (see baseConfig),
+		// and its clients keep no session cache.
+		return nil
 	}
 	return fmt.Errorf("%s: flag not supported by crypto/tls", item)
 }

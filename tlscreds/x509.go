@@ -243,6 +243,10 @@ func (x *X509) baseConfig(p Priority) (*tls.Config, error) {
 
 	if x.endpoint == EndpointServer {
 		conf.Certificates = []tls.Certificate{*x.cert}
+		// qemu-nbd and nbdkit issue no session tickets, and NBD
+		// clients do not resume sessions, so a ticket would be one
+		// more message per handshake that nobody uses.
+		conf.SessionTicketsDisabled = true
 		if x.verifyPeer {
 			// RequireAnyClientCert requests a certificate and fails
 			// the handshake without one; verifyConnection checks it.
