@@ -113,7 +113,7 @@ func certNames(c *x509.Certificate) string {
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
 	}
-	if len(c.DNSNames) == 0 && c.Subject.CommonName != "" {
+	if cnIsHostName(c) && c.Subject.CommonName != "" {
 		names = append(names, "CN "+c.Subject.CommonName)
 	}
 	if len(names) == 0 {
@@ -129,8 +129,8 @@ func certNames(c *x509.Certificate) string {
 // gnutls_x509_crt_check_hostname, the version Debian 12's QEMU 7.2 and
 // libnbd 1.14 use). A dNSName matches with a
 // wildcard allowed only at the start of the first label. The subject CN
-// is used only when the certificate has no dNSName, exactly one CN, and a
-// key purpose that allows a TLS server.
+// is used only when cnIsHostName allows it and the subject has exactly
+// one CN.
 // NOTE: GnuTLS first maps an internationalized host name to its IDNA
 // (xn--) form; gonbd compares the name as given.
 func matchCertHostname(c *x509.Certificate, hostname string) bool {
@@ -148,7 +148,7 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 			return true
 		}
 	}
-	if len(c.DNSNames) > 0 || !allowsServerPurpose(c) {
+	if !cnIsHostName(c) {
 		return false
 	}
 	var cns []string
@@ -160,6 +160,14 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 		}
 	}
 	return len(cns) == 1 && matchHostnamePattern(cns[0], hostname)
+}
+
+// cnIsHostName reports whether a certificate's subject CN may stand for
+// its host name: only without dNSName, iPAddress and URI names, which make
+// GnuTLS 3.7.9 skip the CN, and with a key purpose that allows a TLS server.
+func cnIsHostName(c *x509.Certificate) bool {
+	hasSANName := len(c.DNSNames) > 0 || len(c.IPAddresses) > 0 || len(c.URIs) > 0
+	return !hasSANName && allowsServerPurpose(c)
 }
 
 // allowsServerPurpose reports whether a certificate without extended key
