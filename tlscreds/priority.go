@@ -111,6 +111,7 @@ type priorityState struct {
 	kx           map[string]bool
 	macs         map[string]bool
 	groups       map[tls.CurveID]bool
+	noTickets    bool
 }
 
 func setOf[T comparable](items ...T) map[T]bool {
@@ -199,7 +200,7 @@ func (st *priorityState) apply(item string) error {
 		return errors.New("empty keyword (two colons in a row?)")
 	}
 	if item[0] == '%' {
-		return applyFlag(item)
+		return st.applyFlag(item)
 	}
 	var add bool
 	switch item[0] {
@@ -346,10 +347,13 @@ func applyNoOpKeyword(item, name string, add bool) error {
 	return fmt.Errorf("%s: crypto/tls cannot turn it off", item)
 }
 
-// applyFlag accepts the %FLAG keywords whose effect crypto/tls already
-// has, or which do not apply to it, and rejects the rest.
-func applyFlag(item string) error {
+// applyFlag accepts %NO_TICKETS and the %FLAG keywords whose effect
+// crypto/tls already has, or which do not apply to it, and rejects the rest.
+func (st *priorityState) applyFlag(item string) error {
 	switch item {
+	case "%NO_TICKETS":
+		st.noTickets = true
+		return nil
 	case "%COMPAT", "%DUMBFW", "%NO_ETM", "%SAFE_RENEGOTIATION", "%STATELESS_COMPRESSION",
 		"%NO_SHUFFLE_EXTENSIONS", "%ALLOW_SMALL_RECORDS", "%NO_STATUS_REQUEST":
 		return nil
@@ -358,13 +362,13 @@ func applyFlag(item string) error {
 		// order (adjusted for AES hardware).
 		return nil
 	}
-	return fmt.Errorf("%s: flag not supported by crypto/tls", item)
+	return fmt.Errorf("%s: flag not supported by crypto/tls: remove it", item)
 }
 
 // priority turns the sets into a Priority, leaving a field zero where it
 // equals crypto/tls's default.
 func (st *priorityState) priority() (Priority, error) {
-	var p Priority
+	p := Priority{NoTickets: st.noTickets}
 	switch {
 	case st.tls12 && st.tls13:
 	case st.tls13:
@@ -425,7 +429,8 @@ func defaultSuites() []uint16 {
 	return ids
 }
 
-// applyPriority sets conf's versions, suites and groups from p. TLS 1.3
+// applyPriority sets conf's versions, suites, groups and session tickets
+// from p. TLS 1.3
 // suites cannot be restricted in crypto/tls, so a priority that removes
 // one while allowing TLS 1.3 is rejected.
 func applyPriority(conf *tls.Config, p Priority) error {
@@ -439,6 +444,7 @@ func applyPriority(conf *tls.Config, p Priority) error {
 		return fmt.Errorf("priority: %s is not supported, gonbd offers TLS 1.2 and 1.3 only", tls.VersionName(p.MinVersion))
 	}
 	tls13 := conf.MaxVersion == 0 || conf.MaxVersion >= tls.VersionTLS13
+	conf.SessionTicketsDisabled = p.NoTickets
 
 	if p.CipherSuites != nil {
 		var tls12Suites, tls13Suites []uint16

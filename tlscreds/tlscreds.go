@@ -56,10 +56,13 @@ func (e Endpoint) String() string {
 
 // Priority is the part of a GnuTLS priority string that gonbd honours (the
 // priority= property): protocol versions, cipher suites and groups, as IANA
-// code points. A zero field keeps the default.
+// code points, and the %NO_TICKETS flag. A zero field keeps the default.
 type Priority struct {
 	MinVersion   uint16   // crypto/tls.VersionTLS12, ...
 	MaxVersion   uint16   // crypto/tls.VersionTLS13, ...
 	CipherSuites []uint16 // IANA cipher suite values, in preference order
 	Groups       []uint16 // IANA named group values (x25519 = 29, ...)
+	// NoTickets turns off session tickets (%NO_TICKETS): an x509 server
+	// issues none. The PSK handshake never issues tickets.
+	NoTickets bool
 }

@@ -449,3 +449,53 @@ func TestLoadX509RejectsTLS13SuiteRemoval(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "priority removes TLS_CHACHA20_POLY1305_SHA256 from TLS 1.3, which crypto/tls cannot do: keep CHACHA20-POLY1305 or add -VERS-TLS1.3")
 }
+
+// ticketCounter is a client session cache that counts the session
+// tickets a server issues.
+type ticketCounter struct {
+	tls.ClientSessionCache
+	puts int
+}
+
+func (c *ticketCounter) Put(key string, cs *tls.ClientSessionState) {
+	c.puts++
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// TestX509NoTicketsPriority checks that priority=NORMAL:%NO_TICKETS, which
+// QEMU users set to turn off session resumption, stops the server from
+// issuing session tickets, and that NORMAL issues them.
+func TestX509NoTicketsPriority(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name     string
+		priority string
+		tickets  bool
+	}{
+		{"Normal", "NORMAL", true},
+		{"NoTickets", "NORMAL:%NO_TICKETS", false},
+		{"NoTicketsTLS12", "NORMAL:-VERS-TLS1.3:%NO_TICKETS", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParsePriority(tc.priority)
+			require.NoError(t, err)
+			srv, err := LoadX509(X509Config{Dir: f.dir, Endpoint: EndpointServer, Priority: p})
+			require.NoError(t, err)
+			addr, result := serveX509Once(t, srv)
+
+			cache := &ticketCounter{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ClientSessionCache: cache})
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("hello"))
+			require.NoError(t, err)
+			// A TLS 1.3 ticket arrives after the handshake, so read the
+			// echo to process it.
+			_, err = io.ReadFull(c, make([]byte, 5))
+			require.NoError(t, err)
+			require.NoError(t, (<-result).err)
+
+			assert.Equal(t, tc.tickets, cache.puts > 0)
+		})
+	}
+}
