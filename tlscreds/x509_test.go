@@ -249,6 +249,8 @@ func TestX509HandshakeFailures(t *testing.T) {
 	f := newFixture(t)
 	other, err := gen.NewCA("other CA", gen.ValidFor(1))
 	require.NoError(t, err)
+	regenerated, err := gen.NewCA("gonbd CA", gen.ValidFor(1))
+	require.NoError(t, err)
 
 	noCert := copyDir(t, f.dir)
 	require.NoError(t, os.Remove(filepath.Join(noCert, FileClientCert)))
@@ -257,6 +259,10 @@ func TestX509HandshakeFailures(t *testing.T) {
 	otherCA := copyDir(t, f.dir)
 	writeLeaf(t, other, gen.Leaf{CommonName: "intruder", Client: true, Validity: gen.ValidFor(1)},
 		otherCA, FileClientCert, FileClientKey)
+
+	regeneratedCA := copyDir(t, f.dir)
+	writeLeaf(t, regenerated, gen.Leaf{CommonName: "reissued", Client: true, Validity: gen.ValidFor(1)},
+		regeneratedCA, FileClientCert, FileClientKey)
 
 	expired := copyDir(t, f.dir)
 	past := gen.Validity{NotBefore: time.Now().AddDate(0, 0, -10), NotAfter: time.Now().AddDate(0, 0, -1)}
@@ -275,6 +281,7 @@ func TestX509HandshakeFailures(t *testing.T) {
 	}{
 		{"ClientWithoutCertificate", f.dir, noCert, "client didn't provide a certificate"},
 		{"ClientCertFromOtherCA", f.dir, otherCA, `client certificate "O=gonbd,CN=intruder": is not issued by a CA in ca-cert.pem`},
+		{"ClientCertFromRegeneratedCA", f.dir, regeneratedCA, `client certificate "O=gonbd,CN=reissued": names "O=gonbd,CN=gonbd CA" as its issuer, but the CA of that name in ca-cert.pem did not sign it`},
 		{"ClientCertExpired", f.dir, expired, `client certificate "O=gonbd,CN=old": has expired`},
 		{"ClientCertRevoked", revokedServer, f.dir, `client certificate "O=gonbd,CN=client.example.com" (serial ` + f.client.SerialNumber.Text(16) + `) is revoked by`},
 	} {

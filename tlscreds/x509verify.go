@@ -1,6 +1,7 @@
 package tlscreds
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return fmt.Errorf("tls-creds-x509: %s certificate %s: %s", role, name, explainVerifyError(err))
+		return fmt.Errorf("tls-creds-x509: %s certificate %s: %s", role, name, explainVerifyError(err, x.caCerts))
 	}
 
 	if err := x.checkRevoked(chains[0], role); err != nil {
@@ -54,8 +55,8 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 }
 
 // explainVerifyError turns an x509 verification error into a reason a
-// user can act on.
-func explainVerifyError(err error) string {
+// user can act on. caCerts are the certificates in ca-cert.pem.
+func explainVerifyError(err error, caCerts []*x509.Certificate) string {
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &invalid) {
 		c := invalid.Cert
@@ -73,9 +74,31 @@ func explainVerifyError(err error) string {
 	}
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) {
-		return fmt.Sprintf("is not issued by a CA in %s (issuer %s)", FileCACert, unknown.Cert.Issuer)
+		return explainUnknownIssuer(unknown.Cert, caCerts)
 	}
 	return err.Error()
+}
+
+// explainUnknownIssuer explains why c does not chain to a CA in caCerts.
+// When a CA there has the name of c's issuer, the reason names what else
+// is wrong, because the user sees that name in ca-cert.pem.
+func explainUnknownIssuer(c *x509.Certificate, caCerts []*x509.Certificate) string {
+	for _, ca := range caCerts {
+		if !bytes.Equal(ca.RawSubject, c.RawIssuer) {
+			continue
+		}
+		if ca.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) != nil {
+			// Running certtool --generate-self-signed again with the
+			// same template makes a CA with the same name and a new key.
+			return fmt.Sprintf("names %s as its issuer, but the CA of that name in %s did not sign it (a CA made again keeps its name but has a new key): use the ca-cert.pem of the CA that issued it, or issue the certificate again",
+				describeCert(ca), FileCACert)
+		}
+		if ca.KeyUsage != 0 && ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return fmt.Sprintf("is issued by %s in %s, whose key usage does not allow certificate signing: issue the CA again with keyCertSign (certtool template keyword \"cert_signing_key\")",
+				describeCert(ca), FileCACert)
+		}
+	}
+	return fmt.Sprintf("is not issued by a CA in %s (issuer %s)", FileCACert, c.Issuer)
 }
 
 // checkRevoked fails if ca-crl.pem revokes any certificate in chain.
