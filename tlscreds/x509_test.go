@@ -310,7 +310,7 @@ func TestX509ClientRejectsServer(t *testing.T) {
 		hostname  string
 		clientErr string
 	}{
-		{"WrongHostName", f.dir, "nbd.example.com", `server certificate "O=gonbd,CN=localhost" does not match host name "nbd.example.com" (names in it: localhost, 127.0.0.1)`},
+		{"WrongHostName", f.dir, "nbd.example.com", `server certificate "O=gonbd,CN=localhost" does not match host name "nbd.example.com" (names in it: localhost, 127.0.0.1): connect with one of those names, or issue the certificate with this one`},
 		{"WrongIPAddress", f.dir, "127.0.0.2", `does not match host name "127.0.0.2"`},
 		{"ServerCertFromOtherCA", otherServer, "localhost", `server certificate "O=gonbd,CN=localhost": is not issued by a CA in ca-cert.pem`},
 	} {

@@ -48,7 +48,7 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 	}
 
 	if hostname != "" && !matchCertHostname(leaf, hostname) {
-		return fmt.Errorf("tls-creds-x509: server certificate %s does not match host name %q (names in it: %s)",
+		return fmt.Errorf("tls-creds-x509: server certificate %s does not match host name %q (names in it: %s): connect with one of those names, or issue the certificate with this one (certtool template keyword \"dns_name\" or \"ip_address\")",
 			name, hostname, certNames(leaf))
 	}
 	return nil
