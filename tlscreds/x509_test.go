@@ -404,6 +404,10 @@ func TestLoadX509Errors(t *testing.T) {
 	writeFile(t, filepath.Join(wrongKey, FileServerKey), clientKey)
 	garbageCert := copyDir(t, f.dir)
 	writeFile(t, filepath.Join(garbageCert, FileServerCert), []byte("not a certificate\n"))
+	swapped := copyDir(t, f.dir)
+	serverKey, err := os.ReadFile(filepath.Join(f.dir, FileServerKey))
+	require.NoError(t, err)
+	writeFile(t, filepath.Join(swapped, FileServerCert), serverKey)
 	foreignCRL := copyDir(t, f.dir)
 	other, err := gen.NewCA("other CA", gen.ValidFor(1))
 	require.NoError(t, err)
@@ -419,7 +423,8 @@ func TestLoadX509Errors(t *testing.T) {
 		{"MissingCACert", missingCA, filepath.Join(missingCA, FileCACert)},
 		{"MissingServerKey", missingKey, filepath.Join(missingKey, FileServerKey)},
 		{"KeyDoesNotMatchCert", wrongKey, filepath.Join(wrongKey, FileServerKey) + " does not belong to the certificate in"},
-		{"GarbageCert", garbageCert, filepath.Join(garbageCert, FileServerCert) + ": no PEM block found"},
+		{"GarbageCert", garbageCert, filepath.Join(garbageCert, FileServerCert) + ": no PEM block found: the file must be PEM text"},
+		{"KeyInCertFile", swapped, filepath.Join(swapped, FileServerCert) + ": no CERTIFICATE PEM block found, only PRIVATE KEY: put the certificate in this file"},
 		{"CRLFromOtherCA", foreignCRL, filepath.Join(foreignCRL, FileCACRL) + ": CRL 1 (issuer CN=other CA,O=gonbd) is not signed by a CA in ca-cert.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
