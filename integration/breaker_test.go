@@ -86,6 +86,38 @@ func TestX509IPHostNotInDNSName(t *testing.T) {
 	assert.Contains(t, ours.stderr, `does not match host name "127.0.0.1"`)
 }
 
+// TestX509CNIgnoredWithIPName connects to localhost with a server
+// certificate whose CN is localhost and whose only subject alternative name
+// is the iPAddress 127.0.0.1 (certtool's ip_address without dns_name).
+// GnuTLS clients do not fall back to the CN once a certificate has an
+// iPAddress name, so nbdinfo rejects it, and so must gonbdinfo.
+func TestX509CNIgnoredWithIPName(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo")
+	pki := newGuidePKI(t)
+	pki.issue(t, "ip-only", "cn = localhost\nip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\n")
+	serverDir := filepath.Join(t.TempDir(), "server")
+	require.NoError(t, os.Mkdir(serverDir, 0o700))
+	pki.install(t, serverDir, "ip-only", "server")
+
+	img := sparseImage(t, 1<<20)
+	srv := serveTCP(t, "-t", "-f", "raw", "--object", "tls-creds-x509,id=tls0,endpoint=server,verify-peer=off,dir="+serverDir,
+		"--tls-creds", "tls0", img)
+	byIP := strings.Replace(srv.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + pki.client
+	byName := strings.Replace(byIP, "127.0.0.1", "localhost", 1)
+
+	peer := run(t, nbdinfo, "--size", byName)
+	require.NotEqual(t, 0, peer.code, "nbdinfo accepted the certificate: %s", peer.stdout)
+	assert.Contains(t, peer.stderr, "certificate verification")
+
+	ours := run(t, bin(t, "gonbdinfo"), "--size", byName)
+	assert.Equal(t, 1, ours.code, "gonbdinfo accepted the certificate: %s", ours.stdout)
+	assert.Contains(t, ours.stderr, `does not match host name "localhost" (names in it: 127.0.0.1)`)
+
+	// The iPAddress name itself matches, for both clients.
+	mustRun(t, nbdinfo, "--size", byIP)
+	mustRun(t, bin(t, "gonbdinfo"), "--size", byIP)
+}
+
 // TestQcow2MultiConnCopy serves a qcow2 image to several clients, as
 // backup tools do (qemu-nbd -e 8 with imageio, nbdcopy), and checks that
 // gonbd advertises multi-conn like qemu-nbd 7.2 and that nbdcopy's four

@@ -79,7 +79,8 @@ func newTLSFailureFixture(t *testing.T) tlsFailureFixture {
 
 // otherCAClient issues the guide's client certificate from a second CA and
 // returns a client directory that trusts the first CA, so that only the
-// server can notice the stranger.
+// server can notice the stranger. Both CAs come from the guide's template,
+// so they have the same name.
 func otherCAClient(t *testing.T, pki guidePKI) string {
 	t.Helper()
 	work := t.TempDir()
@@ -126,7 +127,7 @@ func (f tlsFailureFixture) cases() []tlsFailureCase {
 		{name: "ClientWithoutCertificate", setup: "x509", object: x509Object(f.noCert, "client"),
 			listMessage: "certificate required", serverLog: "client didn't provide a certificate"},
 		{name: "CertificateFromOtherCA", setup: "x509", object: x509Object(f.otherCA, "client", "sanity-check=off"),
-			listMessage: "bad certificate", serverLog: "is not issued by a CA in ca-cert.pem"},
+			listMessage: "bad certificate", serverLog: `names \"CN=Name of your organization\" as its issuer, but the CA of that name in ca-cert.pem did not sign it`},
 		{name: "RevokedCertificate", setup: "x509-crl", object: client,
 			listMessage: "bad certificate", serverLog: "is revoked by " + filepath.Join(f.revokingServer, "ca-crl.pem")},
 		{name: "ExpiredCertificate", setup: "x509", object: x509Object(f.expired, "client", "sanity-check=off"),

@@ -147,18 +147,26 @@ func FuzzFormatDN(f *testing.F) {
 	})
 }
 
-// buildGetDN compiles testdata/getdn.c against GnuTLS. A missing compiler
-// or GnuTLS headers skip the test, or fail it under CI=true.
+// buildGetDN compiles testdata/getdn.c against GnuTLS.
 func buildGetDN(t *testing.T) string {
 	t.Helper()
+	return buildGnuTLSHelper(t, "getdn")
+}
+
+// buildGnuTLSHelper compiles testdata/NAME.c against GnuTLS and returns
+// the program. A missing compiler or GnuTLS headers skip the test, or
+// fail it under CI=true.
+func buildGnuTLSHelper(t *testing.T, name string) string {
+	t.Helper()
 	cc := needTool(t, "cc")
-	bin := filepath.Join(t.TempDir(), "getdn")
-	out, err := exec.Command(cc, "-o", bin, "testdata/getdn.c", "-lgnutls").CombinedOutput()
+	src := filepath.Join("testdata", name+".c")
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command(cc, "-o", bin, src, "-lgnutls").CombinedOutput()
 	if err != nil {
 		if testenv.UnderCI() {
-			t.Fatalf("build testdata/getdn.c (needs GnuTLS headers, libgnutls28-dev): %v\n%s", err, out)
+			t.Fatalf("build %s (needs GnuTLS headers, libgnutls28-dev): %v\n%s", src, err, out)
 		}
-		t.Skipf("cannot build testdata/getdn.c (needs GnuTLS headers): %v\n%s", err, out)
+		t.Skipf("cannot build %s (needs GnuTLS headers): %v\n%s", src, err, out)
 	}
 	return bin
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // ErrKeyEncrypted is returned for an encrypted private key when no
@@ -26,7 +27,7 @@ func readPEMFile(path string) ([]*pem.Block, error) {
 	}
 	blocks := decodePEMBlocks(data)
 	if len(blocks) == 0 {
-		return nil, fmt.Errorf("%s: no PEM block found", path)
+		return nil, fmt.Errorf("%s: no PEM block found: the file must be PEM text starting with \"-----BEGIN\", not empty or DER", path)
 	}
 	return blocks, nil
 }
@@ -61,9 +62,19 @@ func loadCertificates(path string) ([]*x509.Certificate, error) {
 		certs = append(certs, cert)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no CERTIFICATE PEM block found", path)
+		return nil, fmt.Errorf("%s: no CERTIFICATE PEM block found, only %s: put the certificate in this file",
+			path, pemBlockTypes(blocks))
 	}
 	return certs, nil
+}
+
+// pemBlockTypes lists the types of blocks, such as "RSA PRIVATE KEY".
+func pemBlockTypes(blocks []*pem.Block) string {
+	types := make([]string, len(blocks))
+	for i, b := range blocks {
+		types[i] = b.Type
+	}
+	return strings.Join(types, ", ")
 }
 
 // loadCRLs parses every certificate revocation list in a PEM file.

@@ -362,7 +362,7 @@ func applyFlag(item string) error {
 		// and its clients keep no session cache.
 		return nil
 	}
-	return fmt.Errorf("%s: flag not supported by crypto/tls", item)
+	return fmt.Errorf("%s: flag not supported by crypto/tls: remove it", item)
 }
 
 // priority turns the sets into a Priority, leaving a field zero where it

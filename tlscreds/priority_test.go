@@ -107,6 +107,7 @@ func TestParsePriorityErrors(t *testing.T) {
 		{"AddUnknownSignature", "NORMAL:+SIGN-DSA-SHA1", "+SIGN-DSA-SHA1: crypto/tls does not implement this signature algorithm"},
 		{"RemoveNullCompression", "NORMAL:-COMP-NULL", "-COMP-NULL: crypto/tls cannot turn it off"},
 		{"AddDeflate", "NORMAL:+COMP-DEFLATE", "+COMP-DEFLATE: crypto/tls does not implement it"},
+		{"UnsupportedFlag", "NORMAL:%NO_TICKETS_TLS12", "%NO_TICKETS_TLS12: flag not supported by crypto/tls: remove it"},
 		{"NoVersion", "NORMAL:-VERS-ALL", "no TLS version left"},
 		{"NoCipher", "NORMAL:-CIPHER-ALL", "no cipher suite left"},
 		{"NoGroup", "NORMAL:-GROUP-ALL", "no key exchange group left"},

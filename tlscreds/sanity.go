@@ -140,7 +140,7 @@ func checkIssuedByCA(cert *tls.Certificate, caCerts []*x509.Certificate, caPath,
 	})
 	if err != nil {
 		return fmt.Errorf("sanity check: %s: the %s certificate does not verify against %s: %s",
-			certPath, role, caPath, explainVerifyError(err))
+			certPath, role, caPath, explainVerifyError(err, caCerts))
 	}
 	return nil
 }

@@ -32,6 +32,45 @@ func ekuExtension(t *testing.T, critical bool, oids ...asn1.ObjectIdentifier) pk
 	return pkix.Extension{Id: oidExtExtendedKeyUsage, Critical: critical, Value: der}
 }
 
+// keyUsageExtension builds a key usage extension with the given
+// criticality, because crypto/x509 always writes it critical.
+func keyUsageExtension(t *testing.T, critical bool, usage x509.KeyUsage) pkix.Extension {
+	t.Helper()
+	var bits asn1.BitString
+	for i := 0; i < 9; i++ {
+		if usage&(1<<i) != 0 {
+			bits.Bytes = append(bits.Bytes, make([]byte, i/8+1-len(bits.Bytes))...)
+			bits.Bytes[i/8] |= 0x80 >> (i % 8)
+			bits.BitLength = i + 1
+		}
+	}
+	der, err := asn1.Marshal(bits)
+	require.NoError(t, err)
+	return pkix.Extension{Id: oidExtKeyUsage, Critical: critical, Value: der}
+}
+
+// newCAWithExtensions creates a self-signed CA whose extensions include
+// extra, which replace those crypto/x509 would write.
+func newCAWithExtensions(t *testing.T, commonName string, extra ...pkix.Extension) *gen.CA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: commonName},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		ExtraExtensions:       extra,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return &gen.CA{Cert: cert, Key: key}
+}
+
 // leafTemplate is a server certificate as gen issues it.
 func leafTemplate() *x509.Certificate {
 	return &x509.Certificate{
@@ -72,6 +111,9 @@ func TestSanityCheck(t *testing.T) {
 	f := newFixture(t)
 	past := time.Now().AddDate(0, 0, -2)
 	other, err := gen.NewCA("other CA", gen.ValidFor(1))
+	require.NoError(t, err)
+	// A CA made again from the same template: same name, new key.
+	regenerated, err := gen.NewCA("gonbd CA", gen.ValidFor(1))
 	require.NoError(t, err)
 
 	for _, tc := range []struct {
@@ -144,6 +186,14 @@ func TestSanityCheck(t *testing.T) {
 		{"ServerFromOtherCA", EndpointServer, func(t *testing.T, dir string) {
 			writeCustom(t, other, leafTemplate(), dir, FileServerCert, FileServerKey)
 		}, "server-cert.pem: the server certificate does not verify against"},
+		{"ServerFromRegeneratedCA", EndpointServer, func(t *testing.T, dir string) {
+			writeCustom(t, regenerated, leafTemplate(), dir, FileServerCert, FileServerKey)
+		}, `names "O=gonbd,CN=gonbd CA" as its issuer, but the CA of that name in ca-cert.pem did not sign it`},
+		{"CAWithNonCriticalKeyUsageWithoutCertSign", EndpointServer, func(t *testing.T, dir string) {
+			ca := newCAWithExtensions(t, "no sign", keyUsageExtension(t, false, x509.KeyUsageDigitalSignature))
+			writeFile(t, filepath.Join(dir, FileCACert), gen.CertPEM(ca.Cert))
+			writeCustom(t, ca, leafTemplate(), dir, FileServerCert, FileServerKey)
+		}, `is issued by "CN=no sign" in ca-cert.pem, whose key usage does not allow certificate signing`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyDir(t, f.dir)

@@ -55,6 +55,7 @@ type X509 struct {
 	log        hclog.Logger
 
 	roots   *x509.CertPool
+	caCerts []*x509.Certificate // the certificates in roots
 	crls    []*x509.RevocationList
 	crlPath string
 	// cert is the endpoint's own certificate; nil for a client directory
@@ -90,7 +91,7 @@ func LoadX509(cfg X509Config) (*X509, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls-creds-x509: CA certificate: %w", err)
 	}
-	x.roots = x509.NewCertPool()
+	x.roots, x.caCerts = x509.NewCertPool(), caCerts
 	for _, c := range caCerts {
 		x.roots.AddCert(c)
 	}

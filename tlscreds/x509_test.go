@@ -249,6 +249,8 @@ func TestX509HandshakeFailures(t *testing.T) {
 	f := newFixture(t)
 	other, err := gen.NewCA("other CA", gen.ValidFor(1))
 	require.NoError(t, err)
+	regenerated, err := gen.NewCA("gonbd CA", gen.ValidFor(1))
+	require.NoError(t, err)
 
 	noCert := copyDir(t, f.dir)
 	require.NoError(t, os.Remove(filepath.Join(noCert, FileClientCert)))
@@ -257,6 +259,10 @@ func TestX509HandshakeFailures(t *testing.T) {
 	otherCA := copyDir(t, f.dir)
 	writeLeaf(t, other, gen.Leaf{CommonName: "intruder", Client: true, Validity: gen.ValidFor(1)},
 		otherCA, FileClientCert, FileClientKey)
+
+	regeneratedCA := copyDir(t, f.dir)
+	writeLeaf(t, regenerated, gen.Leaf{CommonName: "reissued", Client: true, Validity: gen.ValidFor(1)},
+		regeneratedCA, FileClientCert, FileClientKey)
 
 	expired := copyDir(t, f.dir)
 	past := gen.Validity{NotBefore: time.Now().AddDate(0, 0, -10), NotAfter: time.Now().AddDate(0, 0, -1)}
@@ -275,6 +281,7 @@ func TestX509HandshakeFailures(t *testing.T) {
 	}{
 		{"ClientWithoutCertificate", f.dir, noCert, "client didn't provide a certificate"},
 		{"ClientCertFromOtherCA", f.dir, otherCA, `client certificate "O=gonbd,CN=intruder": is not issued by a CA in ca-cert.pem`},
+		{"ClientCertFromRegeneratedCA", f.dir, regeneratedCA, `client certificate "O=gonbd,CN=reissued": names "O=gonbd,CN=gonbd CA" as its issuer, but the CA of that name in ca-cert.pem did not sign it`},
 		{"ClientCertExpired", f.dir, expired, `client certificate "O=gonbd,CN=old": has expired`},
 		{"ClientCertRevoked", revokedServer, f.dir, `client certificate "O=gonbd,CN=client.example.com" (serial ` + f.client.SerialNumber.Text(16) + `) is revoked by`},
 	} {
@@ -303,7 +310,7 @@ func TestX509ClientRejectsServer(t *testing.T) {
 		hostname  string
 		clientErr string
 	}{
-		{"WrongHostName", f.dir, "nbd.example.com", `server certificate "O=gonbd,CN=localhost" does not match host name "nbd.example.com" (names in it: localhost, 127.0.0.1)`},
+		{"WrongHostName", f.dir, "nbd.example.com", `server certificate "O=gonbd,CN=localhost" does not match host name "nbd.example.com" (names in it: localhost, 127.0.0.1): connect with one of those names, or issue the certificate with this one`},
 		{"WrongIPAddress", f.dir, "127.0.0.2", `does not match host name "127.0.0.2"`},
 		{"ServerCertFromOtherCA", otherServer, "localhost", `server certificate "O=gonbd,CN=localhost": is not issued by a CA in ca-cert.pem`},
 	} {
@@ -397,6 +404,10 @@ func TestLoadX509Errors(t *testing.T) {
 	writeFile(t, filepath.Join(wrongKey, FileServerKey), clientKey)
 	garbageCert := copyDir(t, f.dir)
 	writeFile(t, filepath.Join(garbageCert, FileServerCert), []byte("not a certificate\n"))
+	swapped := copyDir(t, f.dir)
+	serverKey, err := os.ReadFile(filepath.Join(f.dir, FileServerKey))
+	require.NoError(t, err)
+	writeFile(t, filepath.Join(swapped, FileServerCert), serverKey)
 	foreignCRL := copyDir(t, f.dir)
 	other, err := gen.NewCA("other CA", gen.ValidFor(1))
 	require.NoError(t, err)
@@ -412,7 +423,8 @@ func TestLoadX509Errors(t *testing.T) {
 		{"MissingCACert", missingCA, filepath.Join(missingCA, FileCACert)},
 		{"MissingServerKey", missingKey, filepath.Join(missingKey, FileServerKey)},
 		{"KeyDoesNotMatchCert", wrongKey, filepath.Join(wrongKey, FileServerKey) + " does not belong to the certificate in"},
-		{"GarbageCert", garbageCert, filepath.Join(garbageCert, FileServerCert) + ": no PEM block found"},
+		{"GarbageCert", garbageCert, filepath.Join(garbageCert, FileServerCert) + ": no PEM block found: the file must be PEM text"},
+		{"KeyInCertFile", swapped, filepath.Join(swapped, FileServerCert) + ": no CERTIFICATE PEM block found, only PRIVATE KEY: put the certificate in this file"},
 		{"CRLFromOtherCA", foreignCRL, filepath.Join(foreignCRL, FileCACRL) + ": CRL 1 (issuer CN=other CA,O=gonbd) is not signed by a CA in ca-cert.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -448,4 +460,53 @@ func TestLoadX509RejectsTLS13SuiteRemoval(t *testing.T) {
 	_, err = LoadX509(X509Config{Dir: f.dir, Endpoint: EndpointServer, Priority: p})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "priority removes TLS_CHACHA20_POLY1305_SHA256 from TLS 1.3, which crypto/tls cannot do: keep CHACHA20-POLY1305 or add -VERS-TLS1.3")
+}
+
+// ticketCounter is a client session cache that counts the session
+// tickets a server issues.
+type ticketCounter struct {
+	tls.ClientSessionCache
+	puts int
+}
+
+func (c *ticketCounter) Put(key string, cs *tls.ClientSessionState) {
+	c.puts++
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// TestX509ServerIssuesNoTickets checks that an x509 server issues no
+// session tickets, as qemu-nbd does, whether or not the priority has
+// %NO_TICKETS.
+func TestX509ServerIssuesNoTickets(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name     string
+		priority string
+	}{
+		{"Normal", "NORMAL"},
+		{"NoTickets", "NORMAL:%NO_TICKETS"},
+		{"NoTicketsTLS12", "NORMAL:-VERS-TLS1.3:%NO_TICKETS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParsePriority(tc.priority)
+			require.NoError(t, err)
+			srv, err := LoadX509(X509Config{Dir: f.dir, Endpoint: EndpointServer, Priority: p})
+			require.NoError(t, err)
+			addr, result := serveX509Once(t, srv)
+
+			cache := &ticketCounter{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ClientSessionCache: cache})
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("hello"))
+			require.NoError(t, err)
+			// A TLS 1.3 ticket arrives after the handshake, so read the
+			// echo to process it.
+			_, err = io.ReadFull(c, make([]byte, 5))
+			require.NoError(t, err)
+			require.NoError(t, (<-result).err)
+
+			assert.Zero(t, cache.puts, "session tickets")
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package tlscreds
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return fmt.Errorf("tls-creds-x509: %s certificate %s: %s", role, name, explainVerifyError(err))
+		return fmt.Errorf("tls-creds-x509: %s certificate %s: %s", role, name, explainVerifyError(err, x.caCerts))
 	}
 
 	if err := x.checkRevoked(chains[0], role); err != nil {
@@ -47,15 +48,15 @@ func (x *X509) verifyPeerChain(certs []*x509.Certificate, role, hostname string)
 	}
 
 	if hostname != "" && !matchCertHostname(leaf, hostname) {
-		return fmt.Errorf("tls-creds-x509: server certificate %s does not match host name %q (names in it: %s)",
+		return fmt.Errorf("tls-creds-x509: server certificate %s does not match host name %q (names in it: %s): connect with one of those names, or issue the certificate with this one (certtool template keyword \"dns_name\" or \"ip_address\")",
 			name, hostname, certNames(leaf))
 	}
 	return nil
 }
 
 // explainVerifyError turns an x509 verification error into a reason a
-// user can act on.
-func explainVerifyError(err error) string {
+// user can act on. caCerts are the certificates in ca-cert.pem.
+func explainVerifyError(err error, caCerts []*x509.Certificate) string {
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &invalid) {
 		c := invalid.Cert
@@ -73,9 +74,31 @@ func explainVerifyError(err error) string {
 	}
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) {
-		return fmt.Sprintf("is not issued by a CA in %s (issuer %s)", FileCACert, unknown.Cert.Issuer)
+		return explainUnknownIssuer(unknown.Cert, caCerts)
 	}
 	return err.Error()
+}
+
+// explainUnknownIssuer explains why c does not chain to a CA in caCerts.
+// When a CA there has the name of c's issuer, the reason names what else
+// is wrong, because the user sees that name in ca-cert.pem.
+func explainUnknownIssuer(c *x509.Certificate, caCerts []*x509.Certificate) string {
+	for _, ca := range caCerts {
+		if !bytes.Equal(ca.RawSubject, c.RawIssuer) {
+			continue
+		}
+		if ca.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) != nil {
+			// Running certtool --generate-self-signed again with the
+			// same template makes a CA with the same name and a new key.
+			return fmt.Sprintf("names %s as its issuer, but the CA of that name in %s did not sign it (a CA made again keeps its name but has a new key): use the ca-cert.pem of the CA that issued it, or issue the certificate again",
+				describeCert(ca), FileCACert)
+		}
+		if ca.KeyUsage != 0 && ca.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return fmt.Sprintf("is issued by %s in %s, whose key usage does not allow certificate signing: issue the CA again with keyCertSign (certtool template keyword \"cert_signing_key\")",
+				describeCert(ca), FileCACert)
+		}
+	}
+	return fmt.Sprintf("is not issued by a CA in %s (issuer %s)", FileCACert, c.Issuer)
 }
 
 // checkRevoked fails if ca-crl.pem revokes any certificate in chain.
@@ -113,7 +136,7 @@ func certNames(c *x509.Certificate) string {
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
 	}
-	if len(c.DNSNames) == 0 && c.Subject.CommonName != "" {
+	if cnIsHostName(c) && c.Subject.CommonName != "" {
 		names = append(names, "CN "+c.Subject.CommonName)
 	}
 	if len(names) == 0 {
@@ -129,8 +152,8 @@ func certNames(c *x509.Certificate) string {
 // gnutls_x509_crt_check_hostname, the version Debian 12's QEMU 7.2 and
 // libnbd 1.14 use). A dNSName matches with a
 // wildcard allowed only at the start of the first label. The subject CN
-// is used only when the certificate has no dNSName, exactly one CN, and a
-// key purpose that allows a TLS server.
+// is used only when cnIsHostName allows it and the subject has exactly
+// one CN.
 // NOTE: GnuTLS first maps an internationalized host name to its IDNA
 // (xn--) form; gonbd compares the name as given.
 func matchCertHostname(c *x509.Certificate, hostname string) bool {
@@ -148,7 +171,7 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 			return true
 		}
 	}
-	if len(c.DNSNames) > 0 || !allowsServerPurpose(c) {
+	if !cnIsHostName(c) {
 		return false
 	}
 	var cns []string
@@ -160,6 +183,14 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 		}
 	}
 	return len(cns) == 1 && matchHostnamePattern(cns[0], hostname)
+}
+
+// cnIsHostName reports whether a certificate's subject CN may stand for
+// its host name: only without dNSName, iPAddress and URI names, which make
+// GnuTLS 3.7.9 skip the CN, and with a key purpose that allows a TLS server.
+func cnIsHostName(c *x509.Certificate) bool {
+	hasSANName := len(c.DNSNames) > 0 || len(c.IPAddresses) > 0 || len(c.URIs) > 0
+	return !hasSANName && allowsServerPurpose(c)
 }
 
 // allowsServerPurpose reports whether a certificate without extended key
