@@ -83,8 +83,18 @@ func (t *transmission) serve(role *readerRole, r *serverRequest) bool {
 	t.slowTimer.Reset(slowRequest)
 	t.handle(r)
 	t.finish(r, moreBuffered)
-	t.slowTimer.Stop()
-	return role.state.CompareAndSwap(roleServing, roleReading)
+	if role.state.CompareAndSwap(roleServing, roleReading) {
+		t.slowTimer.Stop()
+		return true
+	}
+	// The timer now belongs to the new reader, so it stays running. That
+	// reader may have sent the held replies and blocked in a read before
+	// this reply joined them, while the client waits for this reply
+	// before it sends anything more.
+	if err := t.out.flush(); err != nil {
+		t.writeFailed(err)
+	}
+	return false
 }
 
 // promoteReader runs when the reader has served one request for

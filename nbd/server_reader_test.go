@@ -177,3 +177,37 @@ func TestPayloadBuffersBudgetWaits(t *testing.T) {
 	<-done
 	assert.Zero(t, p.used)
 }
+
+// firstWriteBlocks blocks the write at offset 0 until release is closed
+// and closes started when that write begins.
+type firstWriteBlocks struct {
+	*testBackend
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *firstWriteBlocks) WriteAt(p []byte, off int64) (int, error) {
+	if off == 0 {
+		close(b.started)
+		<-b.release
+	}
+	return b.testBackend.WriteAt(p, off)
+}
+
+// TestHeldReplySentAfterHandOver sends two writes in one segment. The
+// first blocks past slowRequest, so a new goroutine takes over reading,
+// replies to the second and waits for more requests. The first reply,
+// held back because the second request was already buffered, must still
+// go out although the client sends nothing more.
+func TestHeldReplySentAfterHandOver(t *testing.T) {
+	b := &firstWriteBlocks{testBackend: newTestBackend(1 << 20), started: make(chan struct{}), release: make(chan struct{})}
+	w := dialExport(t, b, false)
+	batch := requestBytes(proto.CmdWrite, 0, 1, 0, 512, make([]byte, 512))
+	batch = append(batch, requestBytes(proto.CmdWrite, 0, 2, 4096, 512, make([]byte, 512))...)
+	w.write(batch)
+	<-b.started
+
+	assert.Equal(t, uint64(2), w.readTransmissionReply(0).cookie, "reply from the new reader")
+	close(b.release)
+	assert.Equal(t, uint64(1), w.readTransmissionReply(0).cookie, "held reply")
+}
