@@ -161,17 +161,36 @@ func (t *transmission) readRequest() (*serverRequest, error) {
 // the read deadline stops the reader once no request is in flight, but
 // requests may already wait in the socket: closing it then would reset
 // the connection and lose replies the client has not read yet. So the
-// reader goes on while the socket has unread bytes.
+// reader goes on while the socket has unread bytes or once it has read
+// part of a header.
 func (t *transmission) readHeader() error {
+	n := 0
 	for {
-		_, err := io.ReadFull(t.br, t.hb[:])
-		if err == nil || !isTimeout(err) || !t.c.isShuttingDown() || t.br.Buffered() > 0 || t.c.unreadBytes() == 0 {
-			return err
-		}
-		if err := t.c.clearReadDeadline(); err != nil {
+		m, err := io.ReadFull(t.br, t.hb[n:])
+		n += m
+		if err == nil || !t.keepReading(err, n > 0) {
+			if n > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
 			return err
 		}
 	}
+}
+
+// keepReading reports whether the reader goes on after err. It does after
+// a timeout from the shutdown read deadline while the socket has unread
+// bytes, or inside a request whose rest the client is still sending, and
+// then clears the deadline. requestDone sets it again.
+// NOTE: a client that stops sending inside a request keeps its connection
+// open until the context given to Shutdown ends.
+func (t *transmission) keepReading(err error, inRequest bool) bool {
+	if !isTimeout(err) || !t.c.isShuttingDown() {
+		return false
+	}
+	if !inRequest && t.c.unreadBytes() == 0 {
+		return false
+	}
+	return t.c.clearReadDeadline() == nil
 }
 
 // finish sends r's reply and releases r.

@@ -135,6 +135,8 @@ func (t *transmission) readError(err error) error {
 // readWritePayload reads the data of NBD_CMD_WRITE. Data for a request
 // that already failed its checks is skipped without a buffer. A length
 // past the maximum cannot be skipped safely, so it ends the connection.
+// The shutdown read deadline does not stop the reader inside the data,
+// which the client is still sending (see keepReading).
 func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) error {
 	n := int64(r.req.Length)
 	if n > proto.MaxPayloadSize {
@@ -145,15 +147,23 @@ func (t *transmission) readWritePayload(br *bufio.Reader, r *serverRequest) erro
 		return nil
 	}
 	if r.errno != 0 {
-		if _, err := br.Discard(int(n)); err != nil {
-			return t.readError(err)
+		for n > 0 {
+			m, err := br.Discard(int(n))
+			n -= int64(m)
+			if err != nil && !t.keepReading(err, true) {
+				return t.readError(err)
+			}
 		}
 		return nil
 	}
 	t.acquirePayload(r, int(n))
-	if _, err := io.ReadFull(br, r.payload); err != nil {
-		t.releaseBuffers(r)
-		return t.readError(err)
+	for filled := 0; filled < len(r.payload); {
+		m, err := io.ReadFull(br, r.payload[filled:])
+		filled += m
+		if err != nil && !t.keepReading(err, true) {
+			t.releaseBuffers(r)
+			return t.readError(err)
+		}
 	}
 	return nil
 }
