@@ -102,6 +102,11 @@ func (t *transmission) serve(role *readerRole, r *serverRequest) bool {
 // goroutine as the reader.
 func (t *transmission) promoteReader() {
 	if t.c.inFlight.Load() >= int64(t.c.srv.cfg.MaxInFlight) {
+		// No reader takes over to send the replies held back for the
+		// requests before this one, so send them now.
+		if err := t.out.flush(); err != nil {
+			t.writeFailed(err)
+		}
 		return
 	}
 	role := t.role.Load()

@@ -211,3 +211,29 @@ func TestHeldReplySentAfterHandOver(t *testing.T) {
 	close(b.release)
 	assert.Equal(t, uint64(1), w.readTransmissionReply(0).cookie, "held reply")
 }
+
+// TestHeldReplySentAtMaxInFlight sends two writes in one segment to a
+// connection that serves one request at a time. The second blocks, and
+// no goroutine takes over reading, but the first reply, held back
+// because the second request was already buffered, must still go out.
+func TestHeldReplySentAtMaxInFlight(t *testing.T) {
+	b := &firstWriteBlocks{testBackend: newTestBackend(1 << 20), started: make(chan struct{}), release: make(chan struct{})}
+	cfg := ServerConfig{Exports: []*Export{{Name: "", Backend: b}}, MaxInFlight: 1}
+	w, _ := dialWire(t, cfg)
+	w.negotiate(false)
+	batch := requestBytes(proto.CmdWrite, 0, 1, 4096, 512, make([]byte, 512))
+	batch = append(batch, requestBytes(proto.CmdWrite, 0, 2, 0, 512, make([]byte, 512))...)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(b.release)
+		}
+	})
+	w.write(batch)
+	<-b.started
+
+	assert.Equal(t, uint64(1), w.readTransmissionReply(0).cookie, "held reply")
+	close(b.release)
+	released = true
+	assert.Equal(t, uint64(2), w.readTransmissionReply(0).cookie, "reply to the blocked write")
+}
