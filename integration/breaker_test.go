@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,6 +191,11 @@ func TestPIDFileHeldByQemuNBD(t *testing.T) {
 	sock := socketPath(t)
 	q := start(t, qemuNBD, "-t", "-f", "raw", "-k", sock, "--pid-file", pidFile, img)
 	waitUnix(t, q, sock)
+	// qemu-nbd writes its pid file after it creates the socket.
+	waitReady(t, q, func() bool {
+		b, err := os.ReadFile(pidFile)
+		return err == nil && bytes.HasSuffix(b, []byte("\n"))
+	}, pidFile)
 	want := fileBytes(t, pidFile)
 
 	g := start(t, bin(t, "gonbd"), "-t", "-f", "raw", "-k", socketPath(t), "--pid-file", pidFile, img)
