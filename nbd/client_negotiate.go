@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/gonbd/gonbd/nbd/proto"
@@ -270,7 +271,10 @@ func (n *Negotiation) startTLS(ctx context.Context) error {
 
 	tlsConn, err := n.cfg.tls.ClientHandshake(ctx, n.conn, n.cfg.tlsHostname)
 	if err != nil {
-		return fmt.Errorf("TLS handshake: %w", err)
+		if hint := certificateAlertHint(err); hint != "" {
+			return fmt.Errorf("start TLS: %w: %s", err, hint)
+		}
+		return fmt.Errorf("start TLS: %w", err)
 	}
 	n.conn = tlsConn
 	n.tls = true
@@ -363,6 +367,9 @@ func (n *Negotiation) readReply(opt proto.Option) (proto.OptionReplyHeader, []by
 			// and qemu-nbd for an identity that --tls-authz denies.
 			return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: the server closed the connection after the TLS handshake, so it may have rejected this client's certificate or TLS identity (see the server's log)", opt, err)
 		}
+		if hint := certificateAlertHint(err); n.tls && hint != "" {
+			return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: %s", opt, err, hint)
+		}
 		return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w", opt, err)
 	}
 	hdr, err := proto.DecodeOptionReplyHeader(b[:])
@@ -417,4 +424,23 @@ func checkStringLen(what, s string) error {
 		return fmt.Errorf("nbd: %s is %d bytes, the protocol allows up to %d", what, len(s), proto.MaxStringLen)
 	}
 	return nil
+}
+
+// certificateAlertHint returns what to do about a TLS alert in which the
+// server objects to this client's certificate, or "" for other errors.
+// In TLS 1.3 such an alert arrives with the first reply after the
+// handshake. crypto/tls exports no type for received alerts, so the
+// alert is recognized by its text.
+func certificateAlertHint(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, "remote error: tls: certificate required") {
+		return "the server requires a client certificate: put client-cert.pem and client-key.pem in the client's TLS credentials directory"
+	}
+	for _, alert := range []string{"bad certificate", "unknown certificate authority", "revoked certificate",
+		"expired certificate", "unsupported certificate"} {
+		if strings.Contains(msg, "remote error: tls: "+alert) {
+			return "the server rejected this client's certificate (its log says why)"
+		}
+	}
+	return ""
 }
