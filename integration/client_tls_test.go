@@ -339,5 +339,5 @@ func TestClientPSKWrongKey(t *testing.T) {
 	defer cancel()
 	uri := strings.Replace("nbds"+strings.TrimPrefix(s.uri, "nbd"), "://", "://alice@", 1) + "?tls-psk-file=" + filepath.Join(client, "keys.psk")
 	_, err := nbd.Dial(ctx, uri)
-	assert.ErrorContains(t, err, "TLS handshake")
+	assert.ErrorContains(t, err, "start TLS")
 }
