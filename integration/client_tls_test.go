@@ -340,4 +340,5 @@ func TestClientPSKWrongKey(t *testing.T) {
 	uri := strings.Replace("nbds"+strings.TrimPrefix(s.uri, "nbd"), "://", "://alice@", 1) + "?tls-psk-file=" + filepath.Join(client, "keys.psk")
 	_, err := nbd.Dial(ctx, uri)
 	assert.ErrorContains(t, err, "start TLS")
+	assert.ErrorContains(t, err, "compare keys.psk on both ends")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -172,10 +173,32 @@ func (p *PSK) ClientHandshake(ctx context.Context, raw net.Conn, hostname string
 	c, err := tls13.ClientHandshake(ctx, raw, cfg)
 	if err != nil {
 		p.logHandshakeError(raw, err)
+		if hint := pskClientHint(err, p.username); hint != "" {
+			return nil, fmt.Errorf("%w: %s", err, hint)
+		}
 		return nil, err
 	}
 	p.logSession(c)
 	return pskConn{c}, nil
+}
+
+// pskClientHint returns what to do when the server refused this client's
+// PSK, or "" for other failures. gonbd servers send an alert that names
+// the problem, while GnuTLS servers such as qemu-nbd may just close.
+func pskClientHint(err error, user string) string {
+	var ae *tls13.AlertError
+	if errors.As(err, &ae) && ae.Received {
+		switch ae.Alert {
+		case tls13.AlertUnknownPSKIdentity:
+			return fmt.Sprintf("the server has no key for PSK user %q: add the user to the server's keys.psk", user)
+		case tls13.AlertDecryptError:
+			return fmt.Sprintf("the server holds another key for PSK user %q: copy the user's line of the server's keys.psk", user)
+		}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Sprintf("the server closed the connection, so it may have no key or another key for PSK user %q: compare keys.psk on both ends", user)
+	}
+	return ""
 }
 
 // logHandshakeError logs a failed handshake at debug level only, because
