@@ -79,8 +79,8 @@ func newTLSFailureFixture(t *testing.T) tlsFailureFixture {
 
 // otherCAClient issues the guide's client certificate from a second CA and
 // returns a client directory that trusts the first CA, so that only the
-// server can notice the stranger. Both CAs come from the guide's template,
-// so they have the same name.
+// server can notice the stranger. Both CAs come from the same certtool
+// template, so they have the same name.
 func otherCAClient(t *testing.T, pki guidePKI) string {
 	t.Helper()
 	work := t.TempDir()

@@ -367,8 +367,10 @@ func (n *Negotiation) readReply(opt proto.Option) (proto.OptionReplyHeader, []by
 			// and qemu-nbd for an identity that --tls-authz denies.
 			return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: the server closed the connection after the TLS handshake, so it may have rejected this client's certificate or TLS identity (see the server's log)", opt, err)
 		}
-		if hint := certificateAlertHint(err); n.tls && hint != "" {
-			return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: %s", opt, err, hint)
+		if n.tls {
+			if hint := certificateAlertHint(err); hint != "" {
+				return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w: %s", opt, err, hint)
+			}
 		}
 		return proto.OptionReplyHeader{}, nil, fmt.Errorf("read reply to %s: %w", opt, err)
 	}
@@ -427,7 +429,7 @@ func checkStringLen(what, s string) error {
 }
 
 // certificateAlertHint returns what to do about a TLS alert in which the
-// server objects to this client's certificate, or "" for other errors.
+// server rejects this client's certificate, or "" for other errors.
 // In TLS 1.3 such an alert arrives with the first reply after the
 // handshake. crypto/tls exports no type for received alerts, so the
 // alert is recognized by its text.

@@ -87,13 +87,10 @@ func (t *transmission) serve(role *readerRole, r *serverRequest) bool {
 		t.slowTimer.Stop()
 		return true
 	}
-	// The timer now belongs to the new reader, so it stays running. That
-	// reader may have sent the held replies and blocked in a read before
-	// this reply joined them, while the client waits for this reply
-	// before it sends anything more.
-	if err := t.out.flush(); err != nil {
-		t.writeFailed(err)
-	}
+	// The timer now belongs to the new reader, so it keeps running. That
+	// reader may already be blocked in a read while the client waits for
+	// this held reply.
+	t.flushReplies()
 	return false
 }
 
@@ -102,11 +99,9 @@ func (t *transmission) serve(role *readerRole, r *serverRequest) bool {
 // goroutine as the reader.
 func (t *transmission) promoteReader() {
 	if t.c.inFlight.Load() >= int64(t.c.srv.cfg.MaxInFlight) {
-		// No reader takes over to send the replies held back for the
-		// requests before this one, so send them now.
-		if err := t.out.flush(); err != nil {
-			t.writeFailed(err)
-		}
+		// No new reader will send the replies held back for earlier
+		// requests, so send them now.
+		t.flushReplies()
 		return
 	}
 	role := t.role.Load()
@@ -127,9 +122,7 @@ func (t *transmission) promoteReader() {
 func (t *transmission) readRequest() (*serverRequest, error) {
 	if t.br.Buffered() < proto.RequestHeaderSize {
 		// The next read may block, so send the replies held back.
-		if err := t.out.flush(); err != nil {
-			t.writeFailed(err)
-		}
+		t.flushReplies()
 	}
 	if err := t.readHeader(); err != nil {
 		return nil, t.readError(err)

@@ -101,9 +101,7 @@ func (c *serverConn) transmit(ctx context.Context) error {
 	readErr := t.readRequests()
 
 	t.readers.Wait()
-	if err := t.out.flush(); err != nil {
-		t.writeFailed(err)
-	}
+	t.flushReplies()
 
 	if c.isShuttingDown() {
 		if err := t.backend.Sync(); err != nil {
@@ -193,6 +191,13 @@ func (t *transmission) releaseBuffers(r *serverRequest) {
 
 // writeFailed records the first write error and closes the connection,
 // which stops the reader.
+// flushReplies sends the replies held back in the reply writer.
+func (t *transmission) flushReplies() {
+	if err := t.out.flush(); err != nil {
+		t.writeFailed(err)
+	}
+}
+
 func (t *transmission) writeFailed(err error) {
 	t.writeErrMu.Lock()
 	if t.writeErr == nil {

@@ -182,7 +182,7 @@ func (p *PSK) ClientHandshake(ctx context.Context, raw net.Conn, hostname string
 	return pskConn{c}, nil
 }
 
-// pskClientHint returns what to do when the server refused this client's
+// pskClientHint returns what to do when the server rejected this client's
 // PSK, or "" for other failures. gonbd servers send an alert that names
 // the problem, while GnuTLS servers such as qemu-nbd may just close.
 func pskClientHint(err error, user string) string {

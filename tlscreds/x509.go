@@ -245,8 +245,8 @@ func (x *X509) baseConfig(p Priority) (*tls.Config, error) {
 	if x.endpoint == EndpointServer {
 		conf.Certificates = []tls.Certificate{*x.cert}
 		// qemu-nbd and nbdkit issue no session tickets, and NBD
-		// clients do not resume sessions, so a ticket would be one
-		// more message per handshake that nobody uses.
+		// clients do not resume sessions, so a ticket would be an
+		// unused message in every handshake.
 		conf.SessionTicketsDisabled = true
 		if x.verifyPeer {
 			// RequireAnyClientCert requests a certificate and fails

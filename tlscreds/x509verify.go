@@ -185,7 +185,7 @@ func matchCertHostname(c *x509.Certificate, hostname string) bool {
 	return len(cns) == 1 && matchHostnamePattern(cns[0], hostname)
 }
 
-// cnIsHostName reports whether a certificate's subject CN may stand for
+// cnIsHostName reports whether a certificate's subject CN may serve as
 // its host name: only without dNSName, iPAddress and URI names, which make
 // GnuTLS 3.7.9 skip the CN, and with a key purpose that allows a TLS server.
 func cnIsHostName(c *x509.Certificate) bool {
